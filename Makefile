@@ -1,0 +1,39 @@
+# recoserve: `make test` and (with the serving issue) `make serve` are all a newcomer needs.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install test lint format bench-sim docs-plots clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch is pinned here as well: an unpinned resolve may pull a multi-GB CUDA build.
+	$(PY) -m pip install --quiet "torch==2.13.0" -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 --dist loadfile
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check recoserve tests benchmarks
+	$(VENV)/bin/ruff format --check recoserve tests benchmarks
+	$(VENV)/bin/mypy
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix recoserve tests benchmarks
+	$(VENV)/bin/ruff format recoserve tests benchmarks
+
+bench-sim: $(STAMP)
+	$(PY) benchmarks/sim_speed.py
+
+docs-plots: $(STAMP)
+	$(VENV)/bin/recoserve simulate --events 1 --particles 100 --seed 1 -o /tmp/recoserve-display.parquet
+	$(VENV)/bin/recoserve display /tmp/recoserve-display.parquet -o docs/img/event_display.png
+	$(VENV)/bin/recoserve resolution -o docs/img/resolution.png --json docs/resolution.json
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
