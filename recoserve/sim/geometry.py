@@ -324,3 +324,26 @@ class Geometry:
 
 
 GEOMETRY = Geometry()
+
+
+def layer_rows(geometry: Geometry) -> list[dict[str, str]]:
+    """One row of human-readable constants per layer (for `recoserve geometry` and docs)."""
+    lay = geometry.layers
+    cells = geometry.cells_per_layer()
+    rows = []
+    for i in range(N_LAYERS):
+        rows.append({
+            "layer": str(i),
+            "section": "CE-E" if i < N_EE else "CE-H",
+            "z [cm]": f"{lay.z[i]:.2f}",
+            "X0": f"{lay.x0[i]:.2f}",
+            "lambda": f"{lay.lambda_i[i]:.3f}",
+            "sum X0": f"{geometry.depth_x0[i]:.1f}",
+            "sum lambda": f"{geometry.depth_lambda[i]:.2f}",
+            "MIP [MeV]": f"{1000 * lay.mip[i]:.1f}",
+            "r [cm]": f"{lay.r_min[i]:.1f}-{lay.r_max[i]:.1f}",
+            "fine Si r <": f"{lay.fine_r_max[i]:.1f}" if i < N_EE else "-",
+            "Si / scint r": f"{lay.silicon_r_max[i]:.1f}" if i >= N_EE else "-",
+            "cells fine/coarse/tile": "/".join(str(c) for c in cells[i]),
+        })  # fmt: skip
+    return rows

@@ -1,0 +1,192 @@
+"""The ``recoserve`` command line."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from recoserve.sim.particles import DEFAULT_GUN_SPECIES, GunConfig
+
+app = typer.Typer(
+    help="recoserve: particle reconstruction as a service (simulation, event files, plots).",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+console = Console(stderr=True)
+
+TreeOption = Annotated[str, typer.Option(help="TTree name, for ROOT input.")]
+MapOption = Annotated[
+    list[str] | None,
+    typer.Option("--map", help="ROOT column mapping KEY=BRANCH, e.g. hits.x=RecHit_x (repeatable)."),
+]
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code=2)
+
+
+@app.command()
+def simulate(
+    output: Annotated[Path, typer.Option("-o", "--output", help="Parquet file to write.")],
+    events: Annotated[int, typer.Option("--events", "-n", min=1, help="Number of events.")] = 10,
+    particles: Annotated[int, typer.Option("--particles", "-p", min=0, help="Particles per event.")] = 100,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same events.")] = 0,
+    first_event: Annotated[int, typer.Option(min=0, help="event_id of the first event.")] = 0,
+    species: Annotated[
+        str, typer.Option(help="Comma-separated species: " + ",".join(DEFAULT_GUN_SPECIES))
+    ] = ",".join(DEFAULT_GUN_SPECIES),
+    energy_min: Annotated[float, typer.Option(help="Minimum particle energy, GeV.")] = 20.0,
+    energy_max: Annotated[float, typer.Option(help="Maximum particle energy, GeV.")] = 200.0,
+    eta_min: Annotated[float, typer.Option(help="Minimum |eta| (>= 1.5).")] = 1.5,
+    eta_max: Annotated[float, typer.Option(help="Maximum |eta| (<= 3.0).")] = 3.0,
+    noise: Annotated[bool, typer.Option(help="Add electronic-noise hits.")] = True,
+) -> None:
+    """Simulate particle-gun events in the HGCal-like calorimeter and write them to Parquet."""
+    from recoserve.events.parquet import EventWriter
+    from recoserve.sim.digitize import ReadoutConfig
+    from recoserve.sim.simulator import SimConfig, Simulator
+
+    try:
+        gun = GunConfig(
+            n_particles=particles, species=tuple(s.strip() for s in species.split(",") if s.strip()),
+            energy_min=energy_min, energy_max=energy_max, eta_min=eta_min, eta_max=eta_max,
+        )  # fmt: skip
+    except ValueError as err:
+        raise _fail(str(err)) from None
+    sim = Simulator(SimConfig(gun=gun, readout=ReadoutConfig(noise_hits=noise)))
+    metadata = {
+        "generator": "recoserve particle gun", "seed": str(seed), "first_event": str(first_event),
+        "gun": json.dumps({k: v for k, v in gun.__dict__.items()}), "noise_hits": str(noise),
+    }  # fmt: skip
+    output.parent.mkdir(parents=True, exist_ok=True)
+    n_hits: list[int] = []
+    start = time.perf_counter()
+    with (
+        EventWriter(output, metadata) as writer,
+        Progress(
+            TextColumn("[bold]simulate"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:.1f} events/s"), TimeRemainingColumn(), console=console,
+        ) as progress,
+    ):  # fmt: skip
+        task = progress.add_task("simulate", total=events, rate=0.0)
+        for event in sim.events(events, seed, first_event):
+            writer.write(event)
+            n_hits.append(len(event.hits))
+            done = len(n_hits)
+            progress.update(task, advance=1, rate=done / (time.perf_counter() - start))
+    elapsed = time.perf_counter() - start
+    console.print(
+        f"wrote {events} events to {output} in {elapsed:.1f} s: "
+        f"{np.mean(n_hits):.0f} hits/event (min {min(n_hits)}, max {max(n_hits)})"
+    )
+
+
+@app.command()
+def info(
+    path: Annotated[Path, typer.Argument(help="Event file (.parquet or .root).")],
+    tree: TreeOption = "events",
+    mapping: MapOption = None,
+) -> None:
+    """Summarise an event file: events, hits, tracks and particles per event."""
+    from recoserve.events.io import open_events
+    from recoserve.events.root import parse_mapping
+
+    try:
+        n, events = open_events(path, tree, parse_mapping(mapping or []))
+    except (OSError, ValueError, KeyError) as err:
+        raise _fail(str(err)) from None
+    counts = np.array([(len(e.hits), len(e.tracks), len(e.particles), int((e.hits.truth_particle < 0).sum()))
+                       for e in events]).reshape(-1, 4)  # fmt: skip
+    table = Table(title=f"{path} — {n} events")
+    for column in ("per event", "mean", "min", "max"):
+        table.add_column(column, justify="right")
+    for k, label in enumerate(("hits", "tracks", "particles", "noise hits")):
+        col = counts[:, k] if len(counts) else np.zeros(1)
+        table.add_row(label, f"{col.mean():.1f}", str(col.min()), str(col.max()))
+    Console().print(table)
+
+
+@app.command()
+def display(
+    path: Annotated[Path, typer.Argument(help="Event file (.parquet or .root).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="PNG file to write.")],
+    event: Annotated[int, typer.Option(min=0, help="Position of the event in the file.")] = 0,
+    tree: TreeOption = "events",
+    mapping: MapOption = None,
+) -> None:
+    """Draw an event display (x-y of both endcaps, r-z) coloured by truth particle, to PNG."""
+    from recoserve.events.io import read_event
+    from recoserve.events.root import parse_mapping
+    from recoserve.plotting.display import draw_event
+
+    try:
+        ev = read_event(path, event, tree, parse_mapping(mapping or []))
+    except (OSError, ValueError, KeyError, IndexError) as err:
+        raise _fail(str(err)) from None
+    console.print(f"wrote {draw_event(ev, output)}")
+
+
+@app.command()
+def resolution(
+    output: Annotated[Path, typer.Option("-o", "--output", help="PNG file to write.")],
+    json_output: Annotated[Path | None, typer.Option("--json", help="Also write the numbers as JSON.")] = None,
+    species: Annotated[str, typer.Option(help="Comma-separated species.")] = "gamma,e-,pi+,K0L",
+    energies: Annotated[str, typer.Option(help="Comma-separated energies, GeV.")] = "10,20,50,100,200",
+    events: Annotated[int, typer.Option("--events", "-n", min=10, help="Events per point.")] = 300,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 1,
+) -> None:
+    """Single-particle response and energy-resolution curves (with a/sqrt(E) (+) c fits), to PNG."""
+    from recoserve.plotting.resolution import draw_resolution
+    from recoserve.sim.validation import resolution_scan
+
+    names = [s.strip() for s in species.split(",") if s.strip()]
+    try:
+        grid = [float(e) for e in energies.split(",")]
+        scan = resolution_scan(names, grid, events, seed)
+    except ValueError as err:
+        raise _fail(str(err)) from None
+    draw_resolution(scan, output)
+    if json_output:
+        json_output.parent.mkdir(parents=True, exist_ok=True)
+        json_output.write_text(json.dumps({"events_per_point": events, "seed": seed, "scan": scan}, indent=2))
+    for name, result in scan.items():
+        fit = result["fit"]
+        assert isinstance(fit, dict)
+        console.print(f"{name}: {100 * fit['stochastic']:.1f}%/sqrt(E) (+) {100 * fit['constant']:.2f}%")
+    console.print(f"wrote {output}")
+
+
+@app.command()
+def geometry(
+    markdown: Annotated[bool, typer.Option(help="Print a Markdown table (for docs).")] = False,
+) -> None:
+    """Print the layer table of the calorimeter geometry."""
+    from recoserve.sim.geometry import GEOMETRY, layer_rows
+
+    rows = layer_rows(GEOMETRY)
+    header = list(rows[0])
+    if markdown:
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
+        for row in rows:
+            print("| " + " | ".join(str(v) for v in row.values()) + " |")
+        return
+    table = Table(title="HGCal-like calorimeter: layers (each endcap)")
+    for h in header:
+        table.add_column(h, justify="right")
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Figures: event displays and performance curves (matplotlib + mplhep, no screen needed)."""

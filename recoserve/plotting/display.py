@@ -1,0 +1,67 @@
+"""Static event display: x-y and r-z views of each endcap, coloured by truth particle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import mplhep  # noqa: E402
+import numpy as np  # noqa: E402
+
+from recoserve.events.model import Event  # noqa: E402
+
+NOISE_COLOR = "0.75"
+
+
+def _colors(truth: np.ndarray) -> np.ndarray:
+    """A stable, well-spread colour per truth particle; grey for noise."""
+    cmap = plt.get_cmap("tab20")
+    rgba = np.array(cmap((np.maximum(truth, 0) * 7 % 20) / 19.0))
+    rgba[truth < 0] = matplotlib.colors.to_rgba(NOISE_COLOR)
+    return rgba
+
+
+def draw_event(event: Event, output: str | Path, title: str | None = None) -> Path:
+    """Write a PNG with x-y and r-z views of both endcaps; marker area grows with energy."""
+    hits = event.hits
+    mplhep.style.use("CMS")
+    fig, axes = plt.subplots(2, 2, figsize=(16, 15))
+    colors = _colors(hits.truth_particle)
+    scale = max(float(hits.energy.max(initial=0.0)), 1e-9)
+    size = 2.0 + 40.0 * np.sqrt(np.clip(hits.energy, 0, None) / scale)
+    order = np.argsort(hits.truth_particle >= 0, kind="stable")  # noise underneath
+    rho = np.hypot(hits.x, hits.y)
+    for col, (sign, label) in enumerate(((1, "z > 0"), (-1, "z < 0"))):
+        m = order[np.sign(hits.z[order]) == sign]
+        ax = axes[0, col]
+        ax.scatter(hits.x[m], hits.y[m], s=size[m], c=colors[m], linewidths=0)
+        ax.set_xlabel("x [cm]")
+        ax.set_ylabel("y [cm]")
+        ax.set_title(f"x-y, {label}", fontsize=18)
+        ax.set_aspect("equal")
+        ax.set_xlim(-270, 270)
+        ax.set_ylim(-270, 270)
+        ax = axes[1, col]
+        ax.scatter(np.abs(hits.z[m]), rho[m], s=size[m], c=colors[m], linewidths=0)
+        ax.set_xlabel("|z| [cm]")
+        ax.set_ylabel("r [cm]")
+        ax.set_title(f"r-z, {label}", fontsize=18)
+        ax.set_xlim(315, 525)
+        ax.set_ylim(0, 270)
+    n_noise = int((hits.truth_particle < 0).sum())
+    fig.suptitle(
+        title
+        or f"event {event.event_id}: {len(hits)} hits ({n_noise} noise), "
+        f"{len(np.unique(hits.truth_particle[hits.truth_particle >= 0]))} showering particles, "
+        f"{len(event.tracks)} tracks\ncolour = truth particle, grey = noise",
+        fontsize=18,
+    )
+    fig.tight_layout()
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=80)
+    plt.close(fig)
+    return output

@@ -1,0 +1,48 @@
+"""Single-particle response and energy-resolution curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import mplhep  # noqa: E402
+import numpy as np  # noqa: E402
+
+from recoserve.sim.validation import stochastic_constant  # noqa: E402
+
+
+def draw_resolution(scan: dict[str, dict[str, Any]], output: str | Path) -> Path:
+    """Resolution (left) and response (right) vs energy, one curve and fit per species."""
+    mplhep.style.use("CMS")
+    fig, (ax_res, ax_resp) = plt.subplots(1, 2, figsize=(20, 8))
+    grid = np.linspace(5, 250, 200)
+    for name, result in scan.items():
+        points = result["points"]
+        fit = result["fit"]
+        e = np.array([p["energy"] for p in points])
+        res = np.array([p["resolution"] for p in points])
+        err = np.array([p["resolution_error"] for p in points])
+        label = f"{name}: {100 * fit['stochastic']:.0f}%/√E ⊕ {100 * fit['constant']:.1f}%"
+        line = ax_res.errorbar(e, res, yerr=err, fmt="o", label=label)
+        ax_res.plot(grid, stochastic_constant(grid, fit["stochastic"], fit["constant"]),
+                    color=line[0].get_color(), lw=1.5)  # fmt: skip
+        ax_resp.plot(e, [p["response_median"] for p in points], "o-", label=name)
+    ax_res.set_xlabel("E [GeV]")
+    ax_res.set_ylabel(r"$\sigma_{eff}(E_{hits})/E_{hits}$")
+    ax_res.set_xscale("log")
+    ax_res.legend(fontsize=16)
+    ax_resp.set_xlabel("E [GeV]")
+    ax_resp.set_ylabel(r"median $E_{hits}/E_{true}$")
+    ax_resp.set_xscale("log")
+    ax_resp.axhline(1.0, color="0.5", lw=1)
+    ax_resp.legend(fontsize=16)
+    fig.tight_layout()
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=80)
+    plt.close(fig)
+    return output
