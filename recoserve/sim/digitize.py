@@ -58,7 +58,7 @@ class Digitizer:
         cells, cell_index = np.unique(cell, return_inverse=True)
         true_energy = np.bincount(cell_index, weights=energy, minlength=len(cells))
         mean_time = np.bincount(cell_index, weights=energy * time, minlength=len(cells))
-        mean_time /= np.maximum(true_energy, 1e-30)
+        mean_time = mean_time / np.maximum(true_energy, 1e-30)
         # Share of each particle in each cell: unique (cell, particle) pairs.
         pair = cell_index.astype(np.int64) * max(n_particles, 1) + particle
         pairs, pair_index = np.unique(pair, return_inverse=True)
@@ -66,7 +66,7 @@ class Digitizer:
         pair_cell = pairs // max(n_particles, 1)
         pair_particle = pairs % max(n_particles, 1)
         order = np.lexsort((-pair_energy, pair_cell))
-        first = order[np.r_[True, pair_cell[order][1:] != pair_cell[order][:-1]]]
+        first = order[np.diff(pair_cell[order], prepend=-1) != 0]  # largest share per cell
         main_particle = pair_particle[first]
         main_share = pair_energy[first] / np.maximum(true_energy, 1e-30)
 

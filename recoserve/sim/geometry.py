@@ -212,13 +212,46 @@ class Geometry:
             return inside & (rho >= lay.fine_r_max[layer]) & (rho < lay.silicon_r_max[layer])
         return inside & (rho >= lay.silicon_r_max[layer])
 
+    def _candidate(
+        self, x: np.ndarray, y: np.ndarray, layer: np.ndarray, cell_type: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(u, v, centre x, centre y) of the cell of one type whose outline contains each point."""
+        if cell_type == TILE:
+            rho = np.hypot(x, y)
+            eta = np.arcsinh(self.layers.z[layer] / np.maximum(rho, 1e-9))
+            u = np.floor((eta - ETA_SENSOR_MIN) / TILE_DETA).astype(np.int64)
+            phi = np.mod(np.arctan2(y, x) - self.layers.tile_phi0[layer], 2 * np.pi)
+            v = np.minimum(np.floor(phi / (2 * np.pi / TILE_NPHI)).astype(np.int64), TILE_NPHI - 1)
+            cx, cy = self._tile_center(u, v, layer)
+            return u, v, cx, cy
+        gx, gy = self._to_grid(x, y, layer)
+        u, v = self._hex_round(gx, gy, self.hex_side[cell_type])
+        cx, cy = self._hex_center(u, v, layer, cell_type)
+        return u, v, cx, cy
+
+    def _exists(
+        self, cell_type: int, u: np.ndarray, cx: np.ndarray, cy: np.ndarray, layer: np.ndarray
+    ) -> np.ndarray:
+        """A cell exists if its centre lies in its type's region and no cell of a type that
+        comes earlier (fine, then coarse, then tile) claims that centre. This makes the cells a
+        partition in which every cell's centre belongs to the cell itself."""
+        ok = self._in_type_region(np.hypot(cx, cy), layer, cell_type)
+        if cell_type == TILE:
+            ok &= (u >= 0) & (u < self.layers.tile_eta_bins[layer])
+        for earlier in range(cell_type):
+            if not ok.any():
+                break
+            idx = np.flatnonzero(ok)
+            eu, _, ex, ey = self._candidate(cx[idx], cy[idx], layer[idx], earlier)
+            ok[idx] &= ~self._exists(earlier, eu, ex, ey, layer[idx])
+        return ok
+
     def locate(
         self, x: np.ndarray, y: np.ndarray, layer: np.ndarray, side: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Cell id and cell centre (x, y) of each point; id -1 (centre NaN) in dead areas.
 
-        ``side`` is 0 for the z > 0 endcap and 1 for z < 0; the layout is mirror-free (the same
-        x, y layout on both sides).
+        ``side`` is 0 for the z > 0 endcap and 1 for z < 0; both have the same x-y layout.
         """
         x = np.asarray(x, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
@@ -228,27 +261,17 @@ class Geometry:
         cell_id = np.full(n, -1, dtype=np.int64)
         cx = np.full(n, np.nan)
         cy = np.full(n, np.nan)
-        todo = np.ones(n, dtype=bool)
-        gx, gy = self._to_grid(x, y, layer)
-        for cell_type in (FINE, COARSE):
-            q, r = self._hex_round(gx, gy, self.hex_side[cell_type])
-            hx, hy = self._hex_center(q, r, layer, cell_type)
-            ok = todo & self._in_type_region(np.hypot(hx, hy), layer, cell_type)
-            types = np.full(n, cell_type)
-            cell_id[ok] = encode_cell_id(side[ok], layer[ok], types[ok], q[ok], r[ok])
-            cx[ok], cy[ok] = hx[ok], hy[ok]
-            todo &= ~ok
-        # Scintillator tiles (only where the layer has a tile region).
-        rho = np.hypot(x, y)
-        eta = np.arcsinh(self.layers.z[layer] / np.maximum(rho, 1e-9))
-        ieta = np.floor((eta - ETA_SENSOR_MIN) / TILE_DETA).astype(np.int64)
-        phi = np.mod(np.arctan2(y, x) - self.layers.tile_phi0[layer], 2 * np.pi)
-        iphi = np.minimum(np.floor(phi / (2 * np.pi / TILE_NPHI)).astype(np.int64), TILE_NPHI - 1)
-        ok = todo & (ieta >= 0) & (ieta < self.layers.tile_eta_bins[layer])
-        tx, ty = self._tile_center(ieta, iphi, layer)
-        ok &= self._in_type_region(np.hypot(tx, ty), layer, TILE)
-        cell_id[ok] = encode_cell_id(side[ok], layer[ok], np.full(n, TILE)[ok], ieta[ok], iphi[ok])
-        cx[ok], cy[ok] = tx[ok], ty[ok]
+        todo = np.arange(n)
+        for cell_type in (FINE, COARSE, TILE):
+            if len(todo) == 0:
+                break
+            lay = layer[todo]
+            u, v, hx, hy = self._candidate(x[todo], y[todo], lay, cell_type)
+            ok = self._exists(cell_type, u, hx, hy, lay)
+            hit = todo[ok]
+            cell_id[hit] = encode_cell_id(side[hit], lay[ok], np.full(len(hit), cell_type), u[ok], v[ok])
+            cx[hit], cy[hit] = hx[ok], hy[ok]
+            todo = todo[~ok]
         return cell_id, cx, cy
 
     def cell_center(self, cell_id: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -285,18 +308,16 @@ class Geometry:
         return inside
 
     def cell_is_valid(self, cell_id: np.ndarray) -> np.ndarray:
-        """Whether each id names a cell that exists (its centre lies in its type's region)."""
+        """Whether each id names a cell that exists (see ``_exists``)."""
         side, layer, cell_type, u, v = decode_cell_id(cell_id)
         valid = (side <= 1) & (layer < N_LAYERS) & (cell_type <= TILE)
         tiles = valid & (cell_type == TILE)
-        valid[tiles] &= (u[tiles] >= 0) & (u[tiles] < self.layers.tile_eta_bins[layer[tiles]])
         valid[tiles] &= (v[tiles] >= 0) & (v[tiles] < TILE_NPHI)
         idx = np.flatnonzero(valid)
         x, y, _ = self.cell_center(np.asarray(cell_id)[idx])
-        rho = np.hypot(x, y)
         for t in (FINE, COARSE, TILE):
             m = cell_type[idx] == t
-            valid[idx[m]] = self._in_type_region(rho[m], layer[idx[m]], t)
+            valid[idx[m]] = self._exists(t, u[idx[m]], x[m], y[m], layer[idx[m]])
         return valid
 
     # -- bookkeeping ---------------------------------------------------------------------------
