@@ -25,7 +25,9 @@ console = Console(stderr=True)
 TreeOption = Annotated[str, typer.Option(help="TTree name, for ROOT input.")]
 MapOption = Annotated[
     list[str] | None,
-    typer.Option("--map", help="ROOT column mapping KEY=BRANCH, e.g. hits.x=RecHit_x (repeatable)."),
+    typer.Option(
+        "--map", help="ROOT column mapping KEY=BRANCH, e.g. hits.x=RecHit_x (repeatable)."
+    ),
 ]
 
 
@@ -38,8 +40,12 @@ def _fail(message: str) -> typer.Exit:
 def simulate(
     output: Annotated[Path, typer.Option("-o", "--output", help="Parquet file to write.")],
     events: Annotated[int, typer.Option("--events", "-n", min=1, help="Number of events.")] = 10,
-    particles: Annotated[int, typer.Option("--particles", "-p", min=0, help="Particles per event.")] = 100,
-    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same events.")] = 0,
+    particles: Annotated[
+        int, typer.Option("--particles", "-p", min=0, help="Particles per event.")
+    ] = 100,
+    seed: Annotated[
+        int, typer.Option(help="Random seed; the same seed gives the same events.")
+    ] = 0,
     first_event: Annotated[int, typer.Option(min=0, help="event_id of the first event.")] = 0,
     species: Annotated[
         str, typer.Option(help="Comma-separated species: " + ",".join(DEFAULT_GUN_SPECIES))
@@ -57,26 +63,37 @@ def simulate(
 
     try:
         gun = GunConfig(
-            n_particles=particles, species=tuple(s.strip() for s in species.split(",") if s.strip()),
-            energy_min=energy_min, energy_max=energy_max, eta_min=eta_min, eta_max=eta_max,
-        )  # fmt: skip
+            n_particles=particles,
+            species=tuple(s.strip() for s in species.split(",") if s.strip()),
+            energy_min=energy_min,
+            energy_max=energy_max,
+            eta_min=eta_min,
+            eta_max=eta_max,
+        )
     except ValueError as err:
         raise _fail(str(err)) from None
     sim = Simulator(SimConfig(gun=gun, readout=ReadoutConfig(noise_hits=noise)))
     metadata = {
-        "generator": "recoserve particle gun", "seed": str(seed), "first_event": str(first_event),
-        "gun": json.dumps({k: v for k, v in gun.__dict__.items()}), "noise_hits": str(noise),
-    }  # fmt: skip
+        "generator": "recoserve particle gun",
+        "seed": str(seed),
+        "first_event": str(first_event),
+        "gun": json.dumps({k: v for k, v in gun.__dict__.items()}),
+        "noise_hits": str(noise),
+    }
     output.parent.mkdir(parents=True, exist_ok=True)
     n_hits: list[int] = []
     start = time.perf_counter()
     with (
         EventWriter(output, metadata) as writer,
         Progress(
-            TextColumn("[bold]simulate"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]:.1f} events/s"), TimeRemainingColumn(), console=console,
+            TextColumn("[bold]simulate"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:.1f} events/s"),
+            TimeRemainingColumn(),
+            console=console,
         ) as progress,
-    ):  # fmt: skip
+    ):
         task = progress.add_task("simulate", total=events, rate=0.0)
         for event in sim.events(events, seed, first_event):
             writer.write(event)
@@ -104,15 +121,21 @@ def info(
         n, events = open_events(path, tree, parse_mapping(mapping or []))
     except (OSError, ValueError, KeyError) as err:
         raise _fail(str(err)) from None
-    counts = np.array([(len(e.hits), len(e.tracks), len(e.particles), int((e.hits.truth_particle < 0).sum()))
-                       for e in events]).reshape(-1, 4)  # fmt: skip
-    table = Table(title=f"{path} — {n} events")
+    counts = np.array(
+        [
+            (len(e.hits), len(e.tracks), len(e.particles), int((e.hits.truth_particle < 0).sum()))
+            for e in events
+        ]
+    ).reshape(-1, 4)
+    out = Console()
+    out.print(f"{path}: {n} events", soft_wrap=True)
+    table = Table()
     for column in ("per event", "mean", "min", "max"):
         table.add_column(column, justify="right")
     for k, label in enumerate(("hits", "tracks", "particles", "noise hits")):
         col = counts[:, k] if len(counts) else np.zeros(1)
         table.add_row(label, f"{col.mean():.1f}", str(col.min()), str(col.max()))
-    Console().print(table)
+    out.print(table)
 
 
 @app.command()
@@ -138,9 +161,13 @@ def display(
 @app.command()
 def resolution(
     output: Annotated[Path, typer.Option("-o", "--output", help="PNG file to write.")],
-    json_output: Annotated[Path | None, typer.Option("--json", help="Also write the numbers as JSON.")] = None,
+    json_output: Annotated[
+        Path | None, typer.Option("--json", help="Also write the numbers as JSON.")
+    ] = None,
     species: Annotated[str, typer.Option(help="Comma-separated species.")] = "gamma,e-,pi+,K0L",
-    energies: Annotated[str, typer.Option(help="Comma-separated energies, GeV.")] = "10,20,50,100,200",
+    energies: Annotated[
+        str, typer.Option(help="Comma-separated energies, GeV.")
+    ] = "10,20,50,100,200",
     events: Annotated[int, typer.Option("--events", "-n", min=10, help="Events per point.")] = 300,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 1,
 ) -> None:
@@ -157,11 +184,15 @@ def resolution(
     draw_resolution(scan, output)
     if json_output:
         json_output.parent.mkdir(parents=True, exist_ok=True)
-        json_output.write_text(json.dumps({"events_per_point": events, "seed": seed, "scan": scan}, indent=2))
+        json_output.write_text(
+            json.dumps({"events_per_point": events, "seed": seed, "scan": scan}, indent=2)
+        )
     for name, result in scan.items():
         fit = result["fit"]
         assert isinstance(fit, dict)
-        console.print(f"{name}: {100 * fit['stochastic']:.1f}%/sqrt(E) (+) {100 * fit['constant']:.2f}%")
+        console.print(
+            f"{name}: {100 * fit['stochastic']:.1f}%/sqrt(E) (+) {100 * fit['constant']:.2f}%"
+        )
     console.print(f"wrote {output}")
 
 
@@ -186,6 +217,14 @@ def geometry(
     for row in rows:
         table.add_row(*(str(v) for v in row.values()))
     Console().print(table)
+
+
+@app.command()
+def schema() -> None:
+    """Print the event-file columns (name, dtype, unit) as Markdown."""
+    from recoserve.events.model import schema_markdown
+
+    print(schema_markdown(), end="")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from recoserve.events.model import Event
 from recoserve.sim.geometry import (
     COARSE,
+    ETA_SENSOR_MIN,
     FINE,
     GEOMETRY,
     HEX_AREA,
@@ -16,7 +17,6 @@ from recoserve.sim.geometry import (
     N_LAYERS,
     TILE_DETA,
     TILE_NPHI,
-    ETA_SENSOR_MIN,
     decode_cell_id,
     encode_cell_id,
 )
@@ -28,7 +28,7 @@ def test_layers_span_the_endcap() -> None:
     z = geo.layers.z
     assert len(z) == N_LAYERS == 50
     assert np.all(np.diff(z) > 0)
-    assert 320 <= z[0] and z[-1] <= 520
+    assert z[0] >= 320 and z[-1] <= 520
     assert 25 <= geo.depth_x0[N_EE - 1] <= 30  # CE-E contains EM showers
     assert 8 <= geo.depth_lambda[-1] <= 12  # whole calorimeter contains hadron showers
 

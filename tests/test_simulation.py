@@ -57,12 +57,14 @@ def test_truth_is_consistent(reference_events: list[Event]) -> None:
         # energy, and each particle's dominant share never exceeds what it made visible.
         np.testing.assert_allclose(
             parts.visible_energy.sum(dtype=np.float64),
-            hits.true_energy[sig].sum(dtype=np.float64), rtol=1e-4,
-        )  # fmt: skip
+            hits.true_energy[sig].sum(dtype=np.float64),
+            rtol=1e-4,
+        )
         dominant = np.bincount(
-            hits.truth_particle[sig], weights=hits.truth_fraction[sig] * hits.true_energy[sig],
+            hits.truth_particle[sig],
+            weights=hits.truth_fraction[sig] * hits.true_energy[sig],
             minlength=len(parts),
-        )  # fmt: skip
+        )
         assert np.all(dominant <= parts.visible_energy * (1 + 1e-4) + 1e-6)
         assert np.all(parts.visible_energy <= parts.deposited_energy * (1 + 1e-5) + 1e-6)
         # Calorimeter entry points sit on the face, inside the acceptance.
@@ -77,7 +79,9 @@ def test_isolated_particle_hit_energies_add_up() -> None:
     for i in range(5):
         event = sim.event(seed=1, event_id=i)
         np.testing.assert_allclose(
-            event.hits.true_energy.sum(dtype=np.float64), event.particles.visible_energy[0], rtol=1e-5
+            event.hits.true_energy.sum(dtype=np.float64),
+            event.particles.visible_energy[0],
+            rtol=1e-5,
         )
         assert np.all(event.hits.truth_particle == 0)
         assert np.allclose(event.hits.truth_fraction, 1.0)
@@ -144,9 +148,11 @@ def test_muons_are_minimum_ionising() -> None:
     ],
 )
 def test_single_particle_response_and_resolution(
-    species: str, energy: float, response_range: tuple[float, float],
+    species: str,
+    energy: float,
+    response_range: tuple[float, float],
     resolution_range: tuple[float, float],
-) -> None:  # fmt: skip
+) -> None:
     responses = single_particle_responses(species, energy, n_events=200, seed=21)
     median = np.median(responses)
     lo, hi = np.percentile(responses, [16, 84])

@@ -7,7 +7,6 @@ ROOT) and, later, the tensors sent to the server. Units: cm, GeV, ns.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
@@ -136,10 +135,18 @@ class Tracks(Table):
     def features(self) -> np.ndarray:
         """float32 [T, 8] = (pt, eta, phi, charge, p, x_calo, y_calo, z_calo)."""
         return np.stack(
-            [self.pt, self.eta, self.phi, self.charge.astype(np.float32), self.p,
-             self.x_calo, self.y_calo, self.z_calo],
+            [
+                self.pt,
+                self.eta,
+                self.phi,
+                self.charge.astype(np.float32),
+                self.p,
+                self.x_calo,
+                self.y_calo,
+                self.z_calo,
+            ],
             axis=1,
-        )  # fmt: skip
+        )
 
 
 @dataclass(eq=False)
@@ -199,6 +206,14 @@ class Event:
 TABLES: dict[str, type[Table]] = {"hits": Hits, "tracks": Tracks, "particles": Particles}
 
 
-def table_fields(table: type[Table]) -> list[str]:
-    """Column names of a table class in declaration order."""
-    return [f.name for f in dataclasses.fields(table) if f.name in table.SCHEMA]
+def schema_markdown() -> str:
+    """Markdown tables of every event-file column: name, dtype, unit/meaning (for docs)."""
+    lines: list[str] = []
+    for name, table in TABLES.items():
+        lines += [f"#### `{name}`", "", "| column | dtype | unit / meaning |", "|---|---|---|"]
+        lines += [
+            f"| `{col}` | {dtype.name} | {table.UNITS[col]} |"
+            for col, dtype in table.SCHEMA.items()
+        ]
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"

@@ -9,6 +9,7 @@ arrays, and the round trip is exact (bit for bit, NaN included).
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -42,10 +43,12 @@ def events_to_arrow(events: list[Event], schema: pa.Schema) -> pa.RecordBatch:
         lengths = np.array([len(p) for p in parts], dtype=np.int64)
         offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
         children = [
-            pa.array(np.concatenate([p.columns()[col] for p in parts]) if parts else
-                     np.zeros(0, dtype), type=pa.from_numpy_dtype(dtype))
+            pa.array(
+                np.concatenate([p.columns()[col] for p in parts]) if parts else np.zeros(0, dtype),
+                type=pa.from_numpy_dtype(dtype),
+            )
             for col, dtype in table.SCHEMA.items()
-        ]  # fmt: skip
+        ]
         values = pa.StructArray.from_arrays(children, fields=list(_struct_type(table)))
         arrays.append(pa.ListArray.from_arrays(offsets, values))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
@@ -68,7 +71,7 @@ def events_from_arrow(batch: pa.RecordBatch | pa.Table) -> list[Event]:
         }
         per_table[name] = [
             table.from_columns({c: v[a - base : b - base] for c, v in columns.items()})
-            for a, b in zip(offsets[:-1], offsets[1:], strict=True)
+            for a, b in itertools.pairwise(offsets)
         ]
     return [
         Event(
@@ -85,9 +88,12 @@ class EventWriter:
     """Streams events into a Parquet file, ``events_per_group`` events per row group."""
 
     def __init__(
-        self, path: str | Path, metadata: dict[str, str] | None = None,
-        events_per_group: int = 64, compression: str = "zstd",
-    ) -> None:  # fmt: skip
+        self,
+        path: str | Path,
+        metadata: dict[str, str] | None = None,
+        events_per_group: int = 64,
+        compression: str = "zstd",
+    ) -> None:
         self.path = Path(path)
         self.schema = arrow_schema(metadata)
         self.events_per_group = events_per_group

@@ -49,7 +49,9 @@ def parse_mapping(items: Iterable[str]) -> dict[str, str]:
         if not sep or not branch:
             raise ValueError(f"mapping {item!r} is not of the form table.column=branch")
         if key not in DEFAULT_MAPPING:
-            raise ValueError(f"unknown mapping key {key!r}; known keys: {', '.join(DEFAULT_MAPPING)}")
+            raise ValueError(
+                f"unknown mapping key {key!r}; known keys: {', '.join(DEFAULT_MAPPING)}"
+            )
         mapping[key] = branch
     return mapping
 
@@ -65,9 +67,12 @@ class RootReader:
     """Iterates the events of a ROOT ntuple; see the module docstring for the mapping."""
 
     def __init__(
-        self, path: str | Path, tree: str = "events", mapping: dict[str, str] | None = None,
+        self,
+        path: str | Path,
+        tree: str = "events",
+        mapping: dict[str, str] | None = None,
         step_size: int = 100,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.path = Path(path)
         self.mapping = {**DEFAULT_MAPPING, **(mapping or {})}
         self.step_size = step_size
@@ -76,7 +81,11 @@ class RootReader:
             raise KeyError(f"{self.path} has no tree {tree!r}; it has: {self._file.keys()}")
         self.tree = self._file[tree]
         available = set(self.tree.keys())
-        missing = [f"{k} (branch {self.mapping[k]!r})" for k in REQUIRED if self.mapping[k] not in available]
+        missing = [
+            f"{k} (branch {self.mapping[k]!r})"
+            for k in REQUIRED
+            if self.mapping[k] not in available
+        ]
         if missing:
             raise KeyError(f"{self.path}:{tree} lacks required branches: {', '.join(missing)}")
         self.present = {k: b for k, b in self.mapping.items() if b in available}
@@ -115,7 +124,10 @@ class RootReader:
             jagged = chunk[branch]
             these = ak.to_numpy(ak.num(jagged, axis=1))
             if counts is not None and not np.array_equal(counts, these):
-                raise ValueError(f"branch {branch!r} has a different length per event than the other {name} branches")
+                raise ValueError(
+                    f"branch {branch!r} has a different length per event "
+                    f"than the other {name} branches"
+                )
             counts = these
             flat[col] = ak.to_numpy(ak.flatten(jagged, axis=1)).astype(dtype)
         if counts is None:
@@ -143,9 +155,11 @@ def read_root(
 
 
 def write_root(
-    path: str | Path, events: Iterable[Event], tree: str = "events",
+    path: str | Path,
+    events: Iterable[Event],
+    tree: str = "events",
     mapping: dict[str, str] | None = None,
-) -> int:  # fmt: skip
+) -> int:
     """Write events as a flat ntuple with jagged branches (the layout ``RootReader`` reads)."""
     names = {**DEFAULT_MAPPING, **(mapping or {})}
     branch_types = {names["event_id"]: "int64"}

@@ -7,11 +7,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import mplhep  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import mplhep
+import numpy as np
 
-from recoserve.events.model import Event  # noqa: E402
+from recoserve.events.model import Event
 
 NOISE_COLOR = "0.75"
 

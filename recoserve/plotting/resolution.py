@@ -8,11 +8,11 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import mplhep  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import mplhep
+import numpy as np
 
-from recoserve.sim.validation import stochastic_constant  # noqa: E402
+from recoserve.sim.validation import stochastic_constant
 
 
 def draw_resolution(scan: dict[str, dict[str, Any]], output: str | Path) -> Path:
@@ -26,15 +26,19 @@ def draw_resolution(scan: dict[str, dict[str, Any]], output: str | Path) -> Path
         e = np.array([p["energy"] for p in points])
         res = np.array([p["resolution"] for p in points])
         err = np.array([p["resolution_error"] for p in points])
-        label = f"{name}: {100 * fit['stochastic']:.0f}%/√E ⊕ {100 * fit['constant']:.1f}%"
+        label = f"{name}: a = {100 * fit['stochastic']:.1f} %, c = {100 * fit['constant']:.1f} %"
         line = ax_res.errorbar(e, res, yerr=err, fmt="o", label=label)
-        ax_res.plot(grid, stochastic_constant(grid, fit["stochastic"], fit["constant"]),
-                    color=line[0].get_color(), lw=1.5)  # fmt: skip
+        ax_res.plot(
+            grid,
+            stochastic_constant(grid, fit["stochastic"], fit["constant"]),
+            color=line[0].get_color(),
+            lw=1.5,
+        )
         ax_resp.plot(e, [p["response_median"] for p in points], "o-", label=name)
     ax_res.set_xlabel("E [GeV]")
     ax_res.set_ylabel(r"$\sigma_{eff}(E_{hits})/E_{hits}$")
     ax_res.set_xscale("log")
-    ax_res.legend(fontsize=16)
+    ax_res.legend(fontsize=16, title=r"fit: $\sigma/E = a\,E^{-1/2} \oplus c$", title_fontsize=16)
     ax_resp.set_xlabel("E [GeV]")
     ax_resp.set_ylabel(r"median $E_{hits}/E_{true}$")
     ax_resp.set_xscale("log")

@@ -43,7 +43,9 @@ class Digitizer:
         self.config = config or ReadoutConfig()
         self._cells = geometry.cells_per_layer()
 
-    def _per_cell(self, cell_type: np.ndarray, layer: np.ndarray, values: tuple[float, ...]) -> np.ndarray:
+    def _per_cell(
+        self, cell_type: np.ndarray, layer: np.ndarray, values: tuple[float, ...]
+    ) -> np.ndarray:
         return np.asarray(values)[cell_type] * self.geometry.layers.mip[layer]
 
     def digitize(
@@ -84,12 +86,21 @@ class Digitizer:
         sigma_t = np.hypot(cfg.time_stochastic / np.maximum(mip_units, 0.1), cfg.time_constant)
         hit_time = mean_time + sigma_t * rng.standard_normal(len(cells))
 
-        signal = _hits(geo, cells[fired], measured[fired], hit_time[fired],
-                       main_particle[fired], main_share[fired], true_energy[fired])  # fmt: skip
+        signal = _hits(
+            geo,
+            cells[fired],
+            measured[fired],
+            hit_time[fired],
+            main_particle[fired],
+            main_share[fired],
+            true_energy[fired],
+        )
         parts = [signal]
         if cfg.noise_hits:
             parts.append(self._noise_hits(rng, exclude=cells))
-        hits = Hits.from_columns({k: np.concatenate([p.columns()[k] for p in parts]) for k in Hits.SCHEMA})
+        hits = Hits.from_columns(
+            {k: np.concatenate([p.columns()[k] for p in parts]) for k in Hits.SCHEMA}
+        )
         order = np.argsort(hits.cell_id, kind="stable")
         return DigitizedEvent(hits.take(order), deposited, visible)
 
@@ -113,13 +124,14 @@ class Digitizer:
                     sides.append(np.full(n, side))
         if not xs:
             return Hits.empty()
-        cell, _, _ = geo.locate(np.concatenate(xs), np.concatenate(ys),
-                                np.concatenate(layers), np.concatenate(sides))  # fmt: skip
+        cell, _, _ = geo.locate(
+            np.concatenate(xs), np.concatenate(ys), np.concatenate(layers), np.concatenate(sides)
+        )
         cell = np.unique(cell[cell >= 0])
         cell = cell[~np.isin(cell, exclude)]
-        _, layer, cell_type, _, _ = decode_cell_id(cell)
-        noise = self._per_cell(cell_type, layer, cfg.noise_mip)
-        ratio = self._per_cell(cell_type, layer, cfg.threshold_mip) / noise
+        _, cell_layer, types, _, _ = decode_cell_id(cell)
+        noise = self._per_cell(types, cell_layer, cfg.noise_mip)
+        ratio = self._per_cell(types, cell_layer, cfg.threshold_mip) / noise
         tail = ndtr(-ratio) * rng.random(len(cell))
         energy = noise * ndtri(1.0 - np.maximum(tail, 1e-300))
         energy = np.maximum(energy, noise * ratio)
@@ -129,10 +141,25 @@ class Digitizer:
 
 
 def _hits(
-    geo: Geometry, cells: np.ndarray, energy: np.ndarray, time: np.ndarray,
-    particle: np.ndarray, fraction: np.ndarray, true_energy: np.ndarray,
-) -> Hits:  # fmt: skip
+    geo: Geometry,
+    cells: np.ndarray,
+    energy: np.ndarray,
+    time: np.ndarray,
+    particle: np.ndarray,
+    fraction: np.ndarray,
+    true_energy: np.ndarray,
+) -> Hits:
     x, y, z = geo.cell_center(cells)
     _, layer, _, _, _ = decode_cell_id(cells)
-    return Hits(x=x, y=y, z=z, energy=energy, time=time, layer=layer, cell_id=cells,
-                truth_particle=particle, truth_fraction=fraction, true_energy=true_energy)  # fmt: skip
+    return Hits(
+        x=x,
+        y=y,
+        z=z,
+        energy=energy,
+        time=time,
+        layer=layer,
+        cell_id=cells,
+        truth_particle=particle,
+        truth_fraction=fraction,
+        true_energy=true_energy,
+    )

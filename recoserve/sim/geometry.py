@@ -98,10 +98,20 @@ def _build_layers() -> LayerTable:
     grid_dy = 0.29 * np.cos(layer * 2.3)
     tile_phi0 = np.where(layer % 2 == 0, 0.0, 0.5) * 2 * np.pi / TILE_NPHI
     return LayerTable(
-        z=z, x0=x0, lambda_i=lam, mip=mip, r_min=r_min, r_max=r_max,
-        fine_r_max=fine_r_max, silicon_r_max=silicon_r_max, tile_eta_bins=tile_bins,
-        grid_angle=grid_angle, grid_dx=grid_dx, grid_dy=grid_dy, tile_phi0=tile_phi0,
-    )  # fmt: skip
+        z=z,
+        x0=x0,
+        lambda_i=lam,
+        mip=mip,
+        r_min=r_min,
+        r_max=r_max,
+        fine_r_max=fine_r_max,
+        silicon_r_max=silicon_r_max,
+        tile_eta_bins=tile_bins,
+        grid_angle=grid_angle,
+        grid_dx=grid_dx,
+        grid_dy=grid_dy,
+        tile_phi0=tile_phi0,
+    )
 
 
 def encode_cell_id(
@@ -162,13 +172,17 @@ class Geometry:
         return np.interp(depth, np.concatenate([[0.0], cumulative]), zs)
 
     # -- cells ---------------------------------------------------------------------------------
-    def _to_grid(self, x: np.ndarray, y: np.ndarray, layer: np.ndarray) -> tuple[np.ndarray, ...]:
+    def _to_grid(
+        self, x: np.ndarray, y: np.ndarray, layer: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         lay = self.layers
         c, s = np.cos(lay.grid_angle[layer]), np.sin(lay.grid_angle[layer])
         dx, dy = x - lay.grid_dx[layer], y - lay.grid_dy[layer]
         return c * dx + s * dy, -s * dx + c * dy
 
-    def _from_grid(self, gx: np.ndarray, gy: np.ndarray, layer: np.ndarray) -> tuple[np.ndarray, ...]:
+    def _from_grid(
+        self, gx: np.ndarray, gy: np.ndarray, layer: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         lay = self.layers
         c, s = np.cos(lay.grid_angle[layer]), np.sin(lay.grid_angle[layer])
         return c * gx - s * gy + lay.grid_dx[layer], s * gx + c * gy + lay.grid_dy[layer]
@@ -269,7 +283,9 @@ class Geometry:
             u, v, hx, hy = self._candidate(x[todo], y[todo], lay, cell_type)
             ok = self._exists(cell_type, u, hx, hy, lay)
             hit = todo[ok]
-            cell_id[hit] = encode_cell_id(side[hit], lay[ok], np.full(len(hit), cell_type), u[ok], v[ok])
+            cell_id[hit] = encode_cell_id(
+                side[hit], lay[ok], np.full(len(hit), cell_type), u[ok], v[ok]
+            )
             cx[hit], cy[hit] = hx[ok], hy[ok]
             todo = todo[~ok]
         return cell_id, cx, cy
@@ -287,11 +303,9 @@ class Geometry:
         z = np.where(side == 0, 1.0, -1.0) * self.layers.z[layer]
         return x, y, z
 
-    def cell_contains(
-        self, cell_id: np.ndarray, x: np.ndarray, y: np.ndarray
-    ) -> np.ndarray:
+    def cell_contains(self, cell_id: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Whether each point lies inside the outline of its cell (hexagon or eta-phi tile)."""
-        side, layer, cell_type, u, v = decode_cell_id(cell_id)
+        _, layer, cell_type, u, v = decode_cell_id(cell_id)
         inside = np.zeros(len(cell_id), dtype=bool)
         gx, gy = self._to_grid(np.asarray(x, float), np.asarray(y, float), layer)
         for t in (FINE, COARSE):
@@ -335,8 +349,12 @@ class Geometry:
     def type_annulus(self, layer: int, cell_type: int) -> tuple[float, float]:
         """Inner and outer radius of a cell type's region in a layer."""
         lay = self.layers
-        edges = [lay.r_min[layer], min(lay.fine_r_max[layer], lay.r_max[layer]),
-                 min(lay.silicon_r_max[layer], lay.r_max[layer]), lay.r_max[layer]]  # fmt: skip
+        edges = [
+            lay.r_min[layer],
+            min(lay.fine_r_max[layer], lay.r_max[layer]),
+            min(lay.silicon_r_max[layer], lay.r_max[layer]),
+            lay.r_max[layer],
+        ]
         edges = list(np.maximum.accumulate(edges))
         return float(edges[cell_type]), float(edges[cell_type + 1])
 
@@ -353,18 +371,20 @@ def layer_rows(geometry: Geometry) -> list[dict[str, str]]:
     cells = geometry.cells_per_layer()
     rows = []
     for i in range(N_LAYERS):
-        rows.append({
-            "layer": str(i),
-            "section": "CE-E" if i < N_EE else "CE-H",
-            "z [cm]": f"{lay.z[i]:.2f}",
-            "X0": f"{lay.x0[i]:.2f}",
-            "lambda": f"{lay.lambda_i[i]:.3f}",
-            "sum X0": f"{geometry.depth_x0[i]:.1f}",
-            "sum lambda": f"{geometry.depth_lambda[i]:.2f}",
-            "MIP [MeV]": f"{1000 * lay.mip[i]:.1f}",
-            "r [cm]": f"{lay.r_min[i]:.1f}-{lay.r_max[i]:.1f}",
-            "fine Si r <": f"{lay.fine_r_max[i]:.1f}" if i < N_EE else "-",
-            "Si / scint r": f"{lay.silicon_r_max[i]:.1f}" if i >= N_EE else "-",
-            "cells fine/coarse/tile": "/".join(str(c) for c in cells[i]),
-        })  # fmt: skip
+        rows.append(
+            {
+                "layer": str(i),
+                "section": "CE-E" if i < N_EE else "CE-H",
+                "z [cm]": f"{lay.z[i]:.2f}",
+                "X0": f"{lay.x0[i]:.2f}",
+                "lambda": f"{lay.lambda_i[i]:.3f}",
+                "sum X0": f"{geometry.depth_x0[i]:.1f}",
+                "sum lambda": f"{geometry.depth_lambda[i]:.2f}",
+                "MIP [MeV]": f"{1000 * lay.mip[i]:.1f}",
+                "r [cm]": f"{lay.r_min[i]:.1f}-{lay.r_max[i]:.1f}",
+                "fine Si r <": f"{lay.fine_r_max[i]:.1f}" if i < N_EE else "-",
+                "Si / scint r": f"{lay.silicon_r_max[i]:.1f}" if i >= N_EE else "-",
+                "cells fine/coarse/tile": "/".join(str(c) for c in cells[i]),
+            }
+        )
     return rows

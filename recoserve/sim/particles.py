@@ -153,7 +153,7 @@ def _boost(p4: np.ndarray, beta: np.ndarray) -> np.ndarray:
 
 
 def distance_to_face(vertex: np.ndarray, p3: np.ndarray) -> float:
-    """Straight-line flight distance from the vertex to the calorimeter face plane (inf if never)."""
+    """Straight flight distance from the vertex to the calorimeter face plane (inf if never)."""
     pz = p3[2]
     if pz == 0.0:
         return np.inf
@@ -183,7 +183,11 @@ def apply_decays(particles: ParticleList, rng: np.random.Generator) -> np.ndarra
             if flight < distance_to_face(vertex, p4[1:]):
                 where = vertex + flight * p4[1:] / p
                 t_decay = t0 + flight / (C_CM_PER_NS * p / p4[0])
-                channel = K0S_BRANCHING[0][1] if rng.random() < K0S_BRANCHING[0][0] else K0S_BRANCHING[1][1]
+                channel = (
+                    K0S_BRANCHING[0][1]
+                    if rng.random() < K0S_BRANCHING[0][0]
+                    else K0S_BRANCHING[1][1]
+                )
                 m1, m2 = SPECIES[channel[0]].mass, SPECIES[channel[1]].mass
                 d1, d2 = two_body_decay(p4, m1, m2, rng)
                 particles.add(SPECIES[channel[0]].pdg, d1, where, t_decay, i)
@@ -238,4 +242,6 @@ def propagate_to_face(
     direction = np.array([pt * np.cos(phi), pt * np.sin(phi), pz]) / p
     path = np.hypot(s_t, z_face - vertex[2])
     beta = p / p4[0]
-    return FaceCrossing(True, np.array([x, y, z_face]), direction, time0 + path / (C_CM_PER_NS * beta))
+    return FaceCrossing(
+        True, np.array([x, y, z_face]), direction, time0 + path / (C_CM_PER_NS * beta)
+    )

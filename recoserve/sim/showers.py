@@ -29,7 +29,7 @@ from recoserve.sim.particles import C_CM_PER_NS
 
 @dataclass(frozen=True)
 class ShowerConfig:
-    """Shower-model constants (tuned so that the stand-alone resolutions match docs/simulation.md)."""
+    """Shower-model constants, tuned to the stand-alone resolutions in docs/simulation.md."""
 
     em_stochastic: float = 0.21  # GeV^1/2: sampling term of EM showers
     em_spot_energy: float = 0.045  # GeV per EM spot (granularity, not physics)
@@ -60,9 +60,15 @@ class Deposits:
     particle: list[np.ndarray] = field(default_factory=list)
 
     def add(
-        self, x: np.ndarray, y: np.ndarray, layer: np.ndarray, side: int,
-        energy: np.ndarray, time: np.ndarray, particle: int,
-    ) -> None:  # fmt: skip
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        layer: np.ndarray,
+        side: int,
+        energy: np.ndarray,
+        time: np.ndarray,
+        particle: int,
+    ) -> None:
         keep = layer < N_LAYERS  # spots behind the last layer leak out
         n = int(keep.sum())
         self.x.append(x[keep])
@@ -76,7 +82,10 @@ class Deposits:
     def concatenate(self) -> dict[str, np.ndarray]:
         names = ("x", "y", "layer", "side", "energy", "time", "particle")
         if not self.x:
-            return {n: np.zeros(0, np.int64 if n in ("layer", "side", "particle") else float) for n in names}
+            return {
+                n: np.zeros(0, np.int64 if n in ("layer", "side", "particle") else float)
+                for n in names
+            }
         return {n: np.concatenate(getattr(self, n)) for n in names}
 
 
@@ -115,9 +124,14 @@ class ShowerModel:
 
     # -- helpers -------------------------------------------------------------------------------
     def _place(
-        self, rng: np.random.Generator, axis: Axis, layer: np.ndarray,
-        r_core: np.ndarray, r_tail: np.ndarray, p_core: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+        self,
+        rng: np.random.Generator,
+        axis: Axis,
+        layer: np.ndarray,
+        r_core: np.ndarray,
+        r_tail: np.ndarray,
+        p_core: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Transverse positions around the axis in each spot's layer plane, and arrival time."""
         n = len(layer)
         radius = np.where(rng.random(n) < p_core, r_core, r_tail)
@@ -130,9 +144,14 @@ class ShowerModel:
 
     # -- EM ------------------------------------------------------------------------------------
     def em_shower(
-        self, deposits: Deposits, rng: np.random.Generator, energy: float, axis: Axis,
-        particle: int, photon: bool,
-    ) -> None:  # fmt: skip
+        self,
+        deposits: Deposits,
+        rng: np.random.Generator,
+        energy: float,
+        axis: Axis,
+        particle: int,
+        photon: bool,
+    ) -> None:
         """An electromagnetic shower of ``energy`` GeV starting at ``axis.start``."""
         cfg = self.config
         if energy <= 0:
@@ -141,7 +160,7 @@ class ShowerModel:
         t_max = max(np.log(energy / cfg.critical_energy) + (0.5 if photon else -0.5), 1.0)
         b = 0.5
         a = (b * t_max + 1.0) * (1.0 + 0.05 * rng.standard_normal())
-        n = max(int(round(energy / cfg.em_spot_energy)), 1)
+        n = max(round(energy / cfg.em_spot_energy), 1)
         e_spot = energy / n
         shape = max(e_spot / cfg.em_stochastic**2, 1e-3)
         spot_energy = e_spot * rng.gamma(shape, 1.0 / shape, n)
@@ -160,14 +179,16 @@ class ShowerModel:
 
     # -- MIP -----------------------------------------------------------------------------------
     def mip_track(
-        self, deposits: Deposits, rng: np.random.Generator, axis: Axis, particle: int,
+        self,
+        deposits: Deposits,
+        rng: np.random.Generator,
+        axis: Axis,
+        particle: int,
         last_abs_z: float = np.inf,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """One Landau-like deposit per layer crossed, up to ``last_abs_z``."""
         geo = self.geometry
-        layers = np.flatnonzero(
-            (geo.layers.z > abs(axis.start[2])) & (geo.layers.z < last_abs_z)
-        )
+        layers = np.flatnonzero((geo.layers.z > abs(axis.start[2])) & (geo.layers.z < last_abs_z))
         if len(layers) == 0:
             return
         moyal = -np.log(rng.standard_normal(len(layers)) ** 2 + 1e-12)
@@ -179,14 +200,21 @@ class ShowerModel:
     def em_fraction(self, energy: float, rng: np.random.Generator) -> float:
         """Fluctuating EM fraction of a hadron shower (Beta around Wigmans' mean)."""
         cfg = self.config
-        mean = float(np.clip(1.0 - (energy / cfg.em_fraction_e0) ** (cfg.em_fraction_k - 1.0), 0.05, 0.9))
+        mean = float(
+            np.clip(1.0 - (energy / cfg.em_fraction_e0) ** (cfg.em_fraction_k - 1.0), 0.05, 0.9)
+        )
         kappa = max(mean * (1 - mean) / cfg.em_fraction_sigma**2 - 1.0, 1.0)
         return float(rng.beta(mean * kappa, (1 - mean) * kappa))
 
     def hadron_shower(
-        self, deposits: Deposits, rng: np.random.Generator, energy: float, axis: Axis,
-        particle: int, charged: bool,
-    ) -> None:  # fmt: skip
+        self,
+        deposits: Deposits,
+        rng: np.random.Generator,
+        energy: float,
+        axis: Axis,
+        particle: int,
+        charged: bool,
+    ) -> None:
         """MIP track to the first interaction, then EM sub-showers and a hadronic component."""
         cfg = self.config
         geo = self.geometry
@@ -213,10 +241,15 @@ class ShowerModel:
             sub_axis = Axis(vertex, direction, float(t_int[0]))
             self.em_shower(deposits, rng, float(share), sub_axis, particle, photon=True)
         # Non-EM part: reduced, fluctuating visible energy, deeper and wider.
-        visible = e_had * cfg.h_over_e * max(
-            1.0 + cfg.invisible_stochastic / np.sqrt(max(e_had, 1e-3)) * rng.standard_normal(), 0.0
+        visible = (
+            e_had
+            * cfg.h_over_e
+            * max(
+                1.0 + cfg.invisible_stochastic / np.sqrt(max(e_had, 1e-3)) * rng.standard_normal(),
+                0.0,
+            )
         )
-        n = int(round(visible / cfg.had_spot_energy))
+        n = round(visible / cfg.had_spot_energy)
         if n == 0:
             return
         spot_energy = visible / n * rng.gamma(cfg.had_spot_shape, 1.0 / cfg.had_spot_shape, n)

@@ -115,13 +115,18 @@ class Simulator:
         cfg = self.config.tracker
         p3 = p4[1:]
         eta = np.arcsinh(p3[2] / max(np.hypot(p3[0], p3[1]), 1e-12))
-        in_tracker = abs(eta) <= cfg.max_eta and np.hypot(vertex[0], vertex[1]) < cfg.max_vertex_radius
+        in_tracker = (
+            abs(eta) <= cfg.max_eta and np.hypot(vertex[0], vertex[1]) < cfg.max_vertex_radius
+        )
         return bool(in_tracker and rng.random() < cfg.efficiency)
 
     def _tracks(
-        self, particles: ParticleList, rows: list[int], crossing_at: dict[int, np.ndarray],
+        self,
+        particles: ParticleList,
+        rows: list[int],
+        crossing_at: dict[int, np.ndarray],
         rng: np.random.Generator,
-    ) -> Tracks:  # fmt: skip
+    ) -> Tracks:
         cfg = self.config.tracker
         if not rows:
             return Tracks.empty()
@@ -140,10 +145,17 @@ class Simulator:
         sigma_pos = cfg.position_resolution + 2.0 / pt_true
         xy = face[:, :2] + sigma_pos[:, None] * rng.standard_normal((k, 2))
         return Tracks(
-            pt=pt, eta=eta, phi=phi, charge=charge, p=pt * np.cosh(eta),
-            x_calo=xy[:, 0], y_calo=xy[:, 1], z_calo=face[:, 2],
-            n_layers=rng.integers(8, 15, k), truth_particle=np.array(rows),
-        )  # fmt: skip
+            pt=pt,
+            eta=eta,
+            phi=phi,
+            charge=charge,
+            p=pt * np.cosh(eta),
+            x_calo=xy[:, 0],
+            y_calo=xy[:, 1],
+            z_calo=face[:, 2],
+            n_layers=rng.integers(8, 15, k),
+            truth_particle=np.array(rows),
+        )
 
     @staticmethod
     def _particle_table(
@@ -157,11 +169,17 @@ class Simulator:
         return Particles(
             pdg=np.array(particles.pdg),
             charge=np.array([species_of(p).charge for p in particles.pdg]),
-            energy=p4[:, 0], pt=pt,
+            energy=p4[:, 0],
+            pt=pt,
             eta=np.arcsinh(p4[:, 3] / np.maximum(pt, 1e-12)),
             phi=np.arctan2(p4[:, 2], p4[:, 1]),
-            vx=vertex[:, 0], vy=vertex[:, 1], vz=vertex[:, 2],
-            calo_x=calo[:, 0], calo_y=calo[:, 1], calo_z=calo[:, 2],
+            vx=vertex[:, 0],
+            vy=vertex[:, 1],
+            vz=vertex[:, 2],
+            calo_x=calo[:, 0],
+            calo_y=calo[:, 1],
+            calo_z=calo[:, 2],
             parent=np.array(particles.parent),
-            deposited_energy=deposited, visible_energy=visible,
-        )  # fmt: skip
+            deposited_energy=deposited,
+            visible_energy=visible,
+        )

@@ -50,9 +50,13 @@ def summarize(species: str, energy: float, responses: np.ndarray) -> ResolutionP
     lo, hi = np.percentile(responses, [16, 84])
     resolution = float((hi - lo) / 2 / median)
     return ResolutionPoint(
-        species=species, energy=energy, n_events=len(responses), response_median=median,
-        resolution=resolution, resolution_error=resolution / np.sqrt(2 * len(responses)),
-    )  # fmt: skip
+        species=species,
+        energy=energy,
+        n_events=len(responses),
+        response_median=median,
+        resolution=resolution,
+        resolution_error=resolution / np.sqrt(2 * len(responses)),
+    )
 
 
 def stochastic_constant(energy: np.ndarray, a: float, c: float) -> np.ndarray:
@@ -65,8 +69,12 @@ def fit_resolution(points: list[ResolutionPoint]) -> dict[str, float]:
     r = np.array([p.resolution for p in points])
     err = np.array([p.resolution_error for p in points])
     (a, c), cov = curve_fit(stochastic_constant, e, r, p0=(0.5, 0.02), sigma=err, bounds=(0, 5))
-    return {"stochastic": float(a), "constant": float(c),
-            "stochastic_error": float(np.sqrt(cov[0, 0])), "constant_error": float(np.sqrt(cov[1, 1]))}  # fmt: skip
+    return {
+        "stochastic": float(a),
+        "constant": float(c),
+        "stochastic_error": float(np.sqrt(cov[0, 0])),
+        "constant_error": float(np.sqrt(cov[1, 1])),
+    }
 
 
 def resolution_scan(
