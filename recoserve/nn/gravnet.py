@@ -1,0 +1,154 @@
+"""GravNet with object-condensation heads (arXiv:1902.07987, arXiv:2002.03605).
+
+The model takes raw hits, float32 [N, 5] = (x, y, z, energy, time) in cm, GeV, ns, plus the
+event index of every hit (int64 [N], all zeros for a single event), and returns per hit:
+
+- ``beta`` [N]: condensation strength in (0, 1) — high at one hit per shower, low for noise;
+- ``ccoords`` [N, C]: coordinates in the clustering space (hits of a shower gather there);
+- ``energy_factor`` [N]: shower energy / sum of its hit energies, read at the condensation point;
+- ``position`` [N, 2]: the shower's entry point at the calorimeter face (x, y), cm;
+- ``time`` [N]: the shower's arrival time at the face, ns;
+- ``class_logits`` [N, 3]: electromagnetic, hadronic, minimum-ionising.
+
+Input normalisation is part of the model, so the served model takes the raw HITS tensor.
+
+TorchScript cannot read module-level constants, so Z_FRONT (320 cm) and the speed of light
+(29.98 cm/ns) appear as literals inside ``forward``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+
+from recoserve.nn.knn import windowed_knn
+
+C_CM_PER_NS = 29.9792458
+Z_FRONT = 320.0
+N_CLASSES = 3
+CLASS_NAMES = ("em", "hadron", "mip")
+N_INPUT_FEATURES = 9
+
+
+@dataclass(frozen=True)
+class GravNetConfig:
+    hidden: int = 64
+    blocks: int = 3
+    space_dims: int = 4  # learned coordinates for the neighbour search
+    propagate: int = 32  # features sent to neighbours
+    k: int = 16
+    window_block: int = 32  # knn candidates per hit = 3 * window_block
+    cluster_dims: int = 3
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def hit_features(hits: Tensor) -> Tensor:
+    """Normalised per-hit features from raw (x, y, z, energy, time)."""
+    x, y, z, e, t = hits[:, 0], hits[:, 1], hits[:, 2], hits[:, 3], hits[:, 4]
+    abs_z = z.abs()
+    rho = torch.sqrt(x * x + y * y)
+    dist = torch.sqrt(rho * rho + z * z)
+    t_corr = torch.clamp(t - dist / 29.9792458, -5.0, 20.0)  # time after light-speed arrival
+    log_e = torch.log(torch.clamp(e, min=1e-4) / 1e-3)
+    return torch.stack(
+        [
+            x / 100.0,
+            y / 100.0,
+            (abs_z - 400.0) / 60.0,
+            torch.sign(z),
+            rho / 100.0,
+            torch.log(abs_z / torch.clamp(rho, min=1.0)),  # ~ -ln(tan(theta/2)) proxy
+            log_e / 5.0,
+            t_corr / 2.0,
+            e,
+        ],
+        dim=1,
+    )
+
+
+class GravNetBlock(nn.Module):
+    """Dense -> learned space + propagated features -> kNN aggregation (mean, max) -> dense."""
+
+    def __init__(self, n_in: int, config: GravNetConfig) -> None:
+        super().__init__()
+        self.k = config.k
+        self.window_block = config.window_block
+        self.pre = nn.Sequential(nn.Linear(n_in, config.hidden), nn.ELU())
+        self.space = nn.Linear(config.hidden, config.space_dims)
+        self.propagate = nn.Linear(config.hidden, config.propagate)
+        self.post = nn.Sequential(
+            nn.Linear(config.hidden + 2 * config.propagate, config.hidden),
+            nn.ELU(),
+            nn.Linear(config.hidden, config.hidden),
+            nn.ELU(),
+        )
+        self.norm = nn.LayerNorm(config.hidden)
+
+    def forward(self, features: Tensor, segment: Tensor) -> Tensor:
+        h = self.pre(features)
+        coords = self.space(h)
+        prop = self.propagate(h)
+        index, d2, valid = windowed_knn(coords, segment, self.k, self.window_block)
+        weight = torch.exp(-10.0 * d2) * valid.to(d2.dtype)  # [N, k]
+        neighbours = prop.index_select(0, index.reshape(-1)).reshape(
+            index.shape[0], self.k, prop.shape[1]
+        )
+        weighted = neighbours * weight.unsqueeze(2)
+        mean = weighted.sum(1) / self.k
+        maximum = weighted.max(dim=1).values if index.shape[0] > 0 else weighted.sum(1)
+        return self.norm(self.post(torch.cat([h, mean, maximum], dim=1)))
+
+
+class GravNetOC(nn.Module):
+    """GravNet blocks and object-condensation output heads (see module docstring)."""
+
+    def __init__(self, config: GravNetConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or GravNetConfig()
+        cfg = self.config
+        self.inputs = nn.Sequential(nn.Linear(N_INPUT_FEATURES, cfg.hidden), nn.ELU())
+        self.blocks = nn.ModuleList(
+            [GravNetBlock(cfg.hidden, cfg) for _ in range(cfg.blocks)]
+        )
+        self.trunk = nn.Sequential(
+            nn.Linear(cfg.hidden * cfg.blocks, 128),
+            nn.ELU(),
+            nn.Linear(128, 64),
+            nn.ELU(),
+        )
+        self.beta_head = nn.Linear(64, 1)
+        self.cluster_head = nn.Linear(64, cfg.cluster_dims)
+        self.energy_head = nn.Linear(64, 1)
+        self.position_head = nn.Linear(64, 2)
+        self.time_head = nn.Linear(64, 1)
+        self.class_head = nn.Linear(64, N_CLASSES)
+
+    def forward(
+        self, hits: Tensor, segment: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        features = hit_features(hits)
+        h = self.inputs(features)
+        outputs: list[Tensor] = []
+        for block in self.blocks:
+            h = block(h, segment)
+            outputs.append(h)
+        trunk = self.trunk(torch.cat(outputs, dim=1))
+        beta = torch.sigmoid(self.beta_head(trunk)).squeeze(1)
+        ccoords = self.cluster_head(trunk)
+        energy_factor = 1.0 + self.energy_head(trunk).squeeze(1)
+        # Position: offset (in 10 cm) from the hit projected back to the face along its line of
+        # sight from the origin.
+        face_scale = 320.0 / torch.clamp(hits[:, 2].abs(), min=1.0)  # Z_FRONT
+        projected = hits[:, :2] * face_scale.unsqueeze(1)
+        position = projected + 10.0 * self.position_head(trunk)
+        face_distance = torch.sqrt((projected * projected).sum(1) + 320.0 * 320.0)
+        time = face_distance / 29.9792458 + self.time_head(trunk).squeeze(1)  # c in cm/ns
+        class_logits = self.class_head(trunk)
+        return beta, ccoords, energy_factor, position, time, class_logits
+
+
+OUTPUT_NAMES = ("beta", "ccoords", "energy_factor", "position", "time", "class_logits")
