@@ -219,6 +219,38 @@ def geometry(
     Console().print(table)
 
 
+train_app = typer.Typer(help="Train the networks on simulated events (CPU).", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+
+@train_app.command("clustering")
+def train_clustering_command(
+    output: Annotated[Path, typer.Option("-o", "--output", help="Checkpoint to write.")] = Path(
+        "checkpoints/clustering/gravnet_oc.pt"
+    ),
+    data_dir: Annotated[Path, typer.Option(help="Where simulated training data is cached.")] = Path(
+        "data/clustering"
+    ),
+    minutes: Annotated[float, typer.Option(help="Training time budget.")] = 45.0,
+    max_steps: Annotated[int, typer.Option(help="Stop after this many steps.")] = 100_000,
+    train_events: Annotated[int, typer.Option(help="Simulated training events.")] = 1200,
+    validation_events: Annotated[int, typer.Option(help="Validation events.")] = 24,
+    seed: Annotated[int, typer.Option(help="Seed of the weights and the event order.")] = 1,
+) -> None:
+    """Train GravNet + object condensation; writes the checkpoint and <checkpoint>.metrics.json."""
+    import torch
+
+    from recoserve.train.clustering import ClusteringTrainConfig, train_clustering
+
+    torch.set_num_threads(max(torch.get_num_threads(), 1))
+    config = ClusteringTrainConfig(
+        seed=seed, train_events=train_events, validation_events=validation_events,
+        minutes=minutes, max_steps=max_steps,
+    )  # fmt: skip
+    metrics = train_clustering(config, data_dir, output, log=console.print)
+    console.print(f"wrote {output} after {metrics['steps']} steps")
+
+
 @app.command()
 def schema() -> None:
     """Print the event-file columns (name, dtype, unit) as Markdown."""

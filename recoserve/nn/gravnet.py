@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from recoserve.nn.knn import windowed_knn
+from recoserve.nn.knn import sort_order, windowed_knn
 
 C_CM_PER_NS = 29.9792458
 Z_FRONT = 320.0
@@ -88,18 +88,25 @@ class GravNetBlock(nn.Module):
         )
         self.norm = nn.LayerNorm(config.hidden)
 
-    def forward(self, features: Tensor, segment: Tensor) -> Tensor:
+    def forward(self, features: Tensor, segment: Tensor, order: Tensor) -> Tensor:
         h = self.pre(features)
         coords = self.space(h)
         prop = self.propagate(h)
-        index, d2, valid = windowed_knn(coords, segment, self.k, self.window_block)
-        weight = torch.exp(-10.0 * d2) * valid.to(d2.dtype)  # [N, k]
+        # k + 1 neighbours: the weights are measured from the (k+1)-th one, so a neighbour fades
+        # to zero weight as it reaches the edge of the neighbourhood. The aggregation is then a
+        # continuous function of the learned coordinates: two candidates at (almost) the same
+        # distance at the edge, which 1e-7 differences between backends may swap, both weigh ~0.
+        index, d2, valid = windowed_knn(coords, segment, order, self.k + 1, self.window_block)
+        edge = torch.exp(-10.0 * d2[:, self.k :])
+        weight = (torch.exp(-10.0 * d2[:, : self.k]) - edge).clamp(min=0.0)
+        weight = weight * valid[:, : self.k].to(d2.dtype)
+        index = index[:, : self.k]
         neighbours = prop.index_select(0, index.reshape(-1)).reshape(
             index.shape[0], self.k, prop.shape[1]
         )
         weighted = neighbours * weight.unsqueeze(2)
         mean = weighted.sum(1) / self.k
-        maximum = weighted.max(dim=1).values if index.shape[0] > 0 else weighted.sum(1)
+        maximum = weighted.amax(dim=1)
         return self.norm(self.post(torch.cat([h, mean, maximum], dim=1)))
 
 
@@ -131,10 +138,11 @@ class GravNetOC(nn.Module):
         self, hits: Tensor, segment: Tensor
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
         features = hit_features(hits)
+        order = sort_order(hits, segment)
         h = self.inputs(features)
         outputs: list[Tensor] = []
         for block in self.blocks:
-            h = block(h, segment)
+            h = block(h, segment, order)
             outputs.append(h)
         trunk = self.trunk(torch.cat(outputs, dim=1))
         beta = torch.sigmoid(self.beta_head(trunk)).squeeze(1)

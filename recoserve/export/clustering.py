@@ -1,0 +1,72 @@
+"""Export of the clustering network to TorchScript and ONNX, with a parity check.
+
+Both artefacts take ``hits`` float32 [N, 5] and ``segment`` int64 [N] (event index of every hit;
+zeros for one event) with a dynamic N, and return the six per-hit outputs of
+``recoserve.nn.gravnet.GravNetOC`` under the names in ``OUTPUT_NAMES``. The neighbour search is
+made of ordinary operations, so the exported graphs compute the same neighbours as training.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from recoserve.nn.gravnet import OUTPUT_NAMES, GravNetOC
+
+INPUT_NAMES = ("hits", "segment")
+ONNX_OPSET = 17
+
+
+@dataclass(frozen=True)
+class ExportedClustering:
+    torchscript: Path
+    onnx: Path
+
+
+def export_torchscript(model: GravNetOC, path: Path) -> Path:
+    model.eval()
+    scripted = torch.jit.script(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scripted.save(str(path))
+    return path
+
+
+def export_onnx(model: GravNetOC, path: Path, example_hits: np.ndarray) -> Path:
+    """ONNX graph with a dynamic number of hits.
+
+    The scripted module is exported (TorchScript-based exporter, opset 17), so size-dependent
+    logic stays in the graph instead of being frozen at the example's size.
+    """
+    model.eval()
+    scripted = torch.jit.script(model)
+    hits = torch.from_numpy(np.asarray(example_hits, dtype=np.float32))
+    segment = torch.zeros(len(hits), dtype=torch.int64)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dynamic = {"hits": {0: "n_hits"}, "segment": {0: "n_hits"}}
+    dynamic.update({name: {0: "n_hits"} for name in OUTPUT_NAMES})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            scripted, (hits, segment), str(path), input_names=list(INPUT_NAMES),
+            output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic, opset_version=ONNX_OPSET,
+            dynamo=False,
+        )  # fmt: skip
+    return path
+
+
+def run_onnx(path: Path, hits: np.ndarray, segment: np.ndarray | None = None) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    seg = np.zeros(len(hits), dtype=np.int64) if segment is None else segment
+    return list(session.run(list(OUTPUT_NAMES), {"hits": hits.astype(np.float32), "segment": seg}))
+
+
+def max_abs_difference(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    return max(float(np.max(np.abs(x - y), initial=0.0)) for x, y in zip(a, b, strict=True))

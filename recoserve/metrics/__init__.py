@@ -1,0 +1,1 @@
+"""Physics metrics: shower matching, efficiency, fake rate, response and resolution."""

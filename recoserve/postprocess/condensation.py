@@ -1,0 +1,100 @@
+"""Object-condensation inference: from per-hit network outputs to clusters (numpy + scipy).
+
+Seeds are hits with beta > t_beta, taken in descending beta (ties by hit index, so the result
+is deterministic). Each seed that is not yet claimed opens a cluster and claims every unclaimed
+hit within t_d of it in the clustering space; what no seed claims is noise (-1). A KD-tree makes
+this O(N log N). Cluster properties are read at the seed (the condensation point): corrected
+energy = energy factor x sum of the cluster's hit energies, position, time, class, beta.
+
+This module is imported unchanged by the Triton Python backend (model_repository/condensation),
+the in-process reconstruction path and the tests: one definition of the clustering.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+CLASS_NAMES = ("em", "hadron", "mip")
+
+
+@dataclass(frozen=True)
+class CondensationThresholds:
+    t_beta: float = 0.3
+    t_d: float = 0.5
+
+
+@dataclass
+class Clusters:
+    """Per-hit cluster index and per-cluster properties (K clusters, ordered by seed beta)."""
+
+    hit_cluster: np.ndarray  # int64 [N], -1 = noise
+    energy: np.ndarray  # float32 [K] corrected energy, GeV
+    raw_energy: np.ndarray  # float32 [K] sum of hit energies, GeV
+    x: np.ndarray  # float32 [K] entry point at the calorimeter face, cm
+    y: np.ndarray
+    time: np.ndarray  # float32 [K] ns
+    beta: np.ndarray  # float32 [K] beta of the seed
+    class_id: np.ndarray  # int64 [K]: 0 em, 1 hadron, 2 mip
+    class_prob: np.ndarray  # float32 [K, 3]
+    seed: np.ndarray  # int64 [K] index of the seed hit
+    n_hits: np.ndarray  # int64 [K]
+
+    def __len__(self) -> int:
+        return len(self.energy)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def condense(
+    beta: np.ndarray,
+    ccoords: np.ndarray,
+    hit_energy: np.ndarray,
+    energy_factor: np.ndarray,
+    position: np.ndarray,
+    time: np.ndarray,
+    class_logits: np.ndarray,
+    thresholds: CondensationThresholds,
+) -> Clusters:
+    """Clusters from the outputs of one event (see module docstring)."""
+    n = len(beta)
+    beta = np.asarray(beta, dtype=np.float32)
+    hit_cluster = np.full(n, -1, dtype=np.int64)
+    candidates = np.flatnonzero(beta > thresholds.t_beta)
+    candidates = candidates[np.lexsort((candidates, -beta[candidates]))]
+    seeds: list[int] = []
+    if len(candidates):
+        tree = cKDTree(np.asarray(ccoords, dtype=np.float64))
+        for seed in candidates:
+            if hit_cluster[seed] >= 0:
+                continue
+            near = np.asarray(tree.query_ball_point(ccoords[seed], thresholds.t_d), dtype=np.int64)
+            free = near[hit_cluster[near] < 0]
+            hit_cluster[free] = len(seeds)
+            hit_cluster[seed] = len(seeds)
+            seeds.append(int(seed))
+    seed_idx = np.asarray(seeds, dtype=np.int64)
+    k = len(seeds)
+    clustered = hit_cluster >= 0
+    raw = np.bincount(hit_cluster[clustered], weights=hit_energy[clustered], minlength=k)
+    n_hits = np.bincount(hit_cluster[clustered], minlength=k)
+    prob = _softmax(np.asarray(class_logits, dtype=np.float64)[seed_idx]) if k else np.zeros((0, 3))
+    return Clusters(
+        hit_cluster=hit_cluster,
+        energy=(raw * energy_factor[seed_idx]).astype(np.float32),
+        raw_energy=raw.astype(np.float32),
+        x=np.asarray(position)[seed_idx, 0].astype(np.float32),
+        y=np.asarray(position)[seed_idx, 1].astype(np.float32),
+        time=np.asarray(time)[seed_idx].astype(np.float32),
+        beta=beta[seed_idx],
+        class_id=prob.argmax(axis=1).astype(np.int64) if k else np.zeros(0, np.int64),
+        class_prob=prob.astype(np.float32),
+        seed=seed_idx,
+        n_hits=n_hits.astype(np.int64),
+    )

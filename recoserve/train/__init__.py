@@ -1,0 +1,1 @@
+"""Training: datasets from our simulation, training loops, threshold tuning."""
