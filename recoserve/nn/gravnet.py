@@ -39,7 +39,7 @@ class GravNetConfig:
     space_dims: int = 4  # learned coordinates for the neighbour search
     propagate: int = 32  # features sent to neighbours
     k: int = 16
-    window_block: int = 32  # knn candidates per hit = 3 * window_block
+    window: int = 48  # knn candidates per hit = 2 * window + 1 (neighbours in the sort order)
     cluster_dims: int = 3
 
     def to_dict(self) -> dict[str, int]:
@@ -76,7 +76,7 @@ class GravNetBlock(nn.Module):
     def __init__(self, n_in: int, config: GravNetConfig) -> None:
         super().__init__()
         self.k = config.k
-        self.window_block = config.window_block
+        self.window = config.window
         self.pre = nn.Sequential(nn.Linear(n_in, config.hidden), nn.ELU())
         self.space = nn.Linear(config.hidden, config.space_dims)
         self.propagate = nn.Linear(config.hidden, config.propagate)
@@ -96,7 +96,7 @@ class GravNetBlock(nn.Module):
         # to zero weight as it reaches the edge of the neighbourhood. The aggregation is then a
         # continuous function of the learned coordinates: two candidates at (almost) the same
         # distance at the edge, which 1e-7 differences between backends may swap, both weigh ~0.
-        index, d2, valid = windowed_knn(coords, segment, order, self.k + 1, self.window_block)
+        index, d2, valid = windowed_knn(coords, segment, order, self.k + 1, self.window)
         edge = torch.exp(-10.0 * d2[:, self.k :])
         weight = (torch.exp(-10.0 * d2[:, : self.k]) - edge).clamp(min=0.0)
         weight = weight * valid[:, : self.k].to(d2.dtype)

@@ -3,9 +3,8 @@
 No N x N matrix. Once per event, hits are sorted along a Z-order (Morton) space-filling curve of
 their *input* position, in projective coordinates (x, y scaled to the calorimeter face, and z),
 so that the hits of one shower, which fans out from the vertex, sit close together in the order.
-The order is cut into blocks of ``block`` hits; in every GravNet block each hit picks its ``k``
-nearest neighbours *in the learned space* among the hits of its own block and the two adjacent
-ones (3 x block candidates). Cost and memory are O(N * block).
+In every GravNet block each hit picks its ``k`` nearest neighbours *in the learned space* among
+the ``window`` hits before and after it in that order. Cost and memory are O(N * window).
 
 The order depends only on the raw inputs, computed with exact elementwise arithmetic, so the
 candidates are bit-for-bit the same in eager PyTorch, TorchScript and ONNX Runtime (a key
@@ -38,15 +37,14 @@ def sort_order(hits: Tensor, segment: Tensor) -> Tensor:
     top = float((1 << bits) - 1)
     abs_z = torch.clamp(hits[:, 2].abs(), min=1.0)
     scale_to_face = 320.0 / abs_z
-    xyz = torch.stack([hits[:, 0] * scale_to_face, hits[:, 1] * scale_to_face, hits[:, 2]], dim=1)
-    n = xyz.shape[0]
-    # One extra row at the origin keeps min/max defined for an empty event; it only widens the
-    # range (the origin lies between the endcaps) and is the same in every backend.
-    padded = torch.cat([xyz, torch.zeros(1, 3, dtype=xyz.dtype, device=xyz.device)])
-    lo = padded.min(dim=0, keepdim=True).values
-    hi = padded.max(dim=0, keepdim=True).values
-    scale = top / torch.clamp(hi - lo, min=1e-6)
-    q = torch.clamp((xyz - lo) * scale, 0.0, top).to(torch.int64)
+    # Fixed detector-wide bounds (not per-event min/max), so that the order of an event's hits
+    # is the same whether it is sent alone or batched with others: |x|, |y| at the face < 170 cm,
+    # |z| < 530 cm.
+    qx = (hits[:, 0] * scale_to_face + 170.0) * (top / 340.0)
+    qy = (hits[:, 1] * scale_to_face + 170.0) * (top / 340.0)
+    qz = (hits[:, 2] + 530.0) * (top / 1060.0)
+    q = torch.clamp(torch.stack([qx, qy, qz], dim=1), 0.0, top).to(torch.int64)
+    n = q.shape[0]
     code = torch.zeros_like(q[:, 0])
     for bit in range(bits):
         for axis in range(3):
@@ -58,50 +56,39 @@ def sort_order(hits: Tensor, segment: Tensor) -> Tensor:
 
 
 def windowed_knn(
-    coords: Tensor, segment: Tensor, order: Tensor, k: int, block: int
+    coords: Tensor, segment: Tensor, order: Tensor, k: int, window: int
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Approximate k nearest neighbours (self included) of every row of ``coords`` [N, D].
 
-    ``order`` comes from ``sort_order``. Returns (index [N, k] int64, squared distance [N, k],
-    valid [N, k] bool). Rows with fewer than k candidates (tiny events) have invalid slots:
-    index 0, distance FAR.
+    ``order`` comes from ``sort_order``; the candidates of a hit are the ``window`` hits before
+    and after it in that order (same segment only). Returns (index [N, k] int64, squared
+    distance [N, k], valid [N, k] bool); invalid slots (tiny events) have index 0, distance FAR.
+    A sliding window (rather than fixed blocks) makes the candidates of an event's hits the
+    same whether the event is processed alone or inside a batch.
     """
     n = coords.shape[0]
     d = coords.shape[1]
-    full = coords
-    coords = coords.detach()  # select without gradients; distances of the chosen are redone below
-    srt = coords.index_select(0, order)
+    selection = coords.detach()  # select without gradients; chosen distances are redone below
+    srt = selection.index_select(0, order)
     seg = segment.index_select(0, order)
-    n_blocks = n // block + 1
-    pad = n_blocks * block - n
-    padded = torch.cat([srt, torch.zeros(pad, d, dtype=coords.dtype, device=coords.device)])
-    seg_pad = torch.cat([seg, torch.full((pad,), -1, dtype=seg.dtype, device=seg.device)])
-    zeros = torch.zeros(block, d, dtype=coords.dtype, device=coords.device)
-    ext = torch.cat([zeros, padded, zeros]).reshape(n_blocks + 2, block, d)
-    cand = torch.cat([ext[:-2], ext[1:-1], ext[2:]], dim=1)  # [B, 3*block, D]
-    queries = padded.reshape(n_blocks, block, d)
-    diff = queries.unsqueeze(2) - cand.unsqueeze(1)  # [B, block, 3*block, D]: exact per element
-    d2 = (diff * diff).sum(-1)
-    base = torch.arange(n_blocks, device=coords.device).unsqueeze(1) * block
-    cand_pos = base + torch.arange(3 * block, device=coords.device).unsqueeze(0) - block
+    offsets = torch.arange(-window, window + 1, device=coords.device)
+    cand_pos = torch.arange(n, device=coords.device).unsqueeze(1) + offsets.unsqueeze(0)
     in_range = (cand_pos >= 0) & (cand_pos < n)
-    cand_seg = seg_pad.index_select(0, cand_pos.clamp(0, n_blocks * block - 1).reshape(-1))
-    cand_seg = cand_seg.reshape(n_blocks, 3 * block)
-    same = cand_seg.unsqueeze(1) == seg_pad.reshape(n_blocks, block).unsqueeze(2)
-    ok = in_range.unsqueeze(1) & same
+    clamped = torch.where(in_range, cand_pos, torch.zeros_like(cand_pos))
+    flat = clamped.reshape(-1)
+    cand = srt.index_select(0, flat).reshape(n, 2 * window + 1, d)
+    delta = srt.unsqueeze(1) - cand
+    d2 = (delta * delta).sum(-1)
+    ok = in_range & (seg.index_select(0, flat).reshape(n, 2 * window + 1) == seg.unsqueeze(1))
     d2 = torch.where(ok, d2, torch.full_like(d2, 1.0e30))  # FAR
-    _, slot = torch.topk(d2, k, dim=2, largest=False, sorted=True)
-    pos = torch.gather(cand_pos.unsqueeze(1).expand(n_blocks, block, 3 * block), 2, slot)
-    valid = torch.gather(ok, 2, slot)
-    pos = pos.reshape(n_blocks * block, k)[:n]
-    valid = valid.reshape(n_blocks * block, k)[:n]
-    pos = torch.where(valid, pos, torch.zeros_like(pos))  # valid slots lie in [0, n)
-    neighbour = order.index_select(0, pos.reshape(-1)).reshape(n, k)
+    _, slot = torch.topk(d2, k, dim=1, largest=False, sorted=True)
+    pos = torch.gather(clamped, 1, slot)
+    valid = torch.gather(ok, 1, slot)
     inverse = torch.argsort(order)
-    neighbour = neighbour.index_select(0, inverse)
+    neighbour = order.index_select(0, pos.reshape(-1)).reshape(n, k).index_select(0, inverse)
     valid = valid.index_select(0, inverse)
     # Differentiable squared distances of the selected pairs (same arithmetic as above).
-    delta = full.unsqueeze(1) - full.index_select(0, neighbour.reshape(-1)).reshape(n, k, d)
-    selected = (delta * delta).sum(-1)
+    diff = coords.unsqueeze(1) - coords.index_select(0, neighbour.reshape(-1)).reshape(n, k, d)
+    selected = (diff * diff).sum(-1)
     selected = torch.where(valid, selected, torch.full_like(selected, 1.0e30))
     return neighbour, selected, valid
