@@ -61,9 +61,15 @@ def hit_noise(hits: Hits, readout: ReadoutConfig | None = None) -> tuple[np.ndar
 
 
 def _clue_core(
-    points: np.ndarray, group: np.ndarray, energy: np.ndarray, dc: np.ndarray,
-    rho_c: np.ndarray, outlier_factor: float, search: float, layer_window: np.ndarray | None = None,
-) -> np.ndarray:  # fmt: skip
+    points: np.ndarray,
+    group: np.ndarray,
+    energy: np.ndarray,
+    dc: np.ndarray,
+    rho_c: np.ndarray,
+    outlier_factor: float,
+    search: float,
+    layer_window: np.ndarray | None = None,
+) -> np.ndarray:
     """Density, nearest-higher, seeds and followers for points in 2D; points interact only
     within the same ``group`` (or, with ``layer_window``, with groups at most that far apart).
     Returns the cluster index of each point (-1 = outlier)."""
@@ -131,9 +137,14 @@ def clue(hits: Hits, params: ClueParams | None = None) -> ClueResult:
     dc = np.where(scint[idx], p.dc_scintillator, p.dc_silicon)
     xy = np.column_stack([hits.x[idx], hits.y[idx]]).astype(np.float64)
     lc_local = _clue_core(
-        xy, layer_key, energy[idx], dc, p.kappa * sigma[idx], p.outlier_delta_factor,
+        xy,
+        layer_key,
+        energy[idx],
+        dc,
+        p.kappa * sigma[idx],
+        p.outlier_delta_factor,
         search=p.outlier_delta_factor * p.dc_scintillator,
-    )  # fmt: skip
+    )
     layer_cluster = np.full(n, -1, dtype=np.int64)
     layer_cluster[idx] = lc_local
     # Layer-cluster properties: energy, energy-weighted position, layer.
@@ -143,16 +154,23 @@ def clue(hits: Hits, params: ClueParams | None = None) -> ClueResult:
     e_lc = np.bincount(lc, weights=energy[ok], minlength=k2)
     x_lc = np.bincount(lc, weights=energy[ok] * hits.x[ok], minlength=k2) / np.maximum(e_lc, 1e-12)
     y_lc = np.bincount(lc, weights=energy[ok] * hits.y[ok], minlength=k2) / np.maximum(e_lc, 1e-12)
-    z_lc = np.bincount(lc, weights=energy[ok] * np.abs(hits.z[ok]), minlength=k2) / np.maximum(e_lc, 1e-12)
+    z_lc = np.bincount(lc, weights=energy[ok] * np.abs(hits.z[ok]), minlength=k2) / np.maximum(
+        e_lc, 1e-12
+    )
     key_lc = np.zeros(k2, dtype=np.int64)
     key_lc[lc] = (hits.z[ok] < 0).astype(np.int64) * 100 + hits.layer[ok]
     face = Z_FRONT / np.maximum(z_lc, 1.0)
     proj = np.column_stack([x_lc * face, y_lc * face])
     shower_of_lc = _clue_core(
-        proj, key_lc, e_lc, np.full(k2, p.dc_3d), np.full(k2, p.rho_c_3d),
-        p.outlier_delta_factor, search=p.outlier_delta_factor * p.dc_3d,
+        proj,
+        key_lc,
+        e_lc,
+        np.full(k2, p.dc_3d),
+        np.full(k2, p.rho_c_3d),
+        p.outlier_delta_factor,
+        search=p.outlier_delta_factor * p.dc_3d,
         layer_window=np.full(k2, p.sibling_layers),
-    )  # fmt: skip
+    )
     hit_cluster = np.full(n, -1, dtype=np.int64)
     hit_cluster[ok] = shower_of_lc[lc]
     clustered = hit_cluster >= 0

@@ -51,10 +51,15 @@ def export_onnx(model: GravNetOC, path: Path, example_hits: np.ndarray) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            scripted, (hits, segment), str(path), input_names=list(INPUT_NAMES),
-            output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic, opset_version=ONNX_OPSET,
+            scripted,
+            (hits, segment),
+            str(path),
+            input_names=list(INPUT_NAMES),
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes=dynamic,
+            opset_version=ONNX_OPSET,
             dynamo=False,
-        )  # fmt: skip
+        )
     return path
 
 
@@ -70,3 +75,56 @@ def run_onnx(path: Path, hits: np.ndarray, segment: np.ndarray | None = None) ->
 
 def max_abs_difference(a: list[np.ndarray], b: list[np.ndarray]) -> float:
     return max(float(np.max(np.abs(x - y), initial=0.0)) for x, y in zip(a, b, strict=True))
+
+
+PARITY_TOLERANCE = 1e-4
+PARITY_SEED = 400  # fresh events, not used for training, validation or evaluation
+
+
+def export_clustering(
+    checkpoint: Path, output_dir: Path, particles: tuple[int, ...] = (1, 10, 50, 100)
+) -> dict[str, object]:
+    """Write TorchScript and ONNX next to each other and check both against eager PyTorch on
+    fresh events of several sizes; raises if any output differs by more than 1e-4."""
+    from recoserve.nn.checkpoint import load_clustering
+    from recoserve.sim.particles import GunConfig
+    from recoserve.sim.simulator import SimConfig, Simulator
+
+    model, thresholds, info = load_clustering(checkpoint)
+    events = [
+        Simulator(SimConfig(gun=GunConfig(n_particles=n))).event(PARITY_SEED, i).hits.features()
+        for i, n in enumerate(particles)
+    ]
+    ts_path = export_torchscript(model, output_dir / "gravnet_oc.torchscript.pt")
+    onnx_path = export_onnx(model, output_dir / "gravnet_oc.onnx", events[0])
+    scripted = torch.jit.load(str(ts_path))
+    checks = []
+    for hits in events:
+        h = torch.from_numpy(hits)
+        seg = torch.zeros(len(hits), dtype=torch.int64)
+        with torch.no_grad():
+            eager = [o.numpy() for o in model(h, seg)]
+            ts = [o.numpy() for o in scripted(h, seg)]
+        onnx_out = run_onnx(onnx_path, hits)
+        checks.append(
+            {
+                "hits": len(hits),
+                "torchscript_max_abs_diff": max_abs_difference(eager, ts),
+                "onnx_max_abs_diff": max_abs_difference(eager, onnx_out),
+            }
+        )
+    worst = max(max(c["torchscript_max_abs_diff"], c["onnx_max_abs_diff"]) for c in checks)
+    report = {
+        "torchscript": str(ts_path),
+        "onnx": str(onnx_path),
+        "parity": checks,
+        "max_abs_diff": worst,
+        "tolerance": PARITY_TOLERANCE,
+        "thresholds": {"t_beta": thresholds.t_beta, "t_d": thresholds.t_d},
+        "checkpoint_info": info,
+    }
+    if worst > PARITY_TOLERANCE:
+        raise RuntimeError(
+            f"export parity failed: max |difference| {worst:.2e} > {PARITY_TOLERANCE}"
+        )
+    return report

@@ -13,6 +13,7 @@ Definitions (used for the GravNet model and for CLUE alike, on the same events):
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,9 @@ from recoserve.train.targets import shower_class
 ENERGY_BINS = (0.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 1000.0)
 
 
-def shower_table(event: Event, hit_cluster: np.ndarray, cluster_energy: np.ndarray) -> dict[str, np.ndarray]:
+def shower_table(
+    event: Event, hit_cluster: np.ndarray, cluster_energy: np.ndarray
+) -> dict[str, np.ndarray]:
     """One row per true particle owning hits, and the predicted clusters' match flags."""
     hits, parts = event.hits, event.particles
     m = match_showers(hits.energy.astype(np.float64), hits.truth_particle, hit_cluster)
@@ -60,12 +63,16 @@ def summarize_clustering(
     big_clusters = cluster_energy > 10.0
     response = pred_energy[above & matched] / energy[above & matched]
     efficiency_bins = []
-    for lo, hi in zip(ENERGY_BINS[:-1], ENERGY_BINS[1:], strict=True):
+    for lo, hi in itertools.pairwise(ENERGY_BINS):
         sel = showers & (energy >= lo) & (energy < hi)
-        efficiency_bins.append({
-            "energy_min": lo, "energy_max": hi, "showers": int(sel.sum()),
-            "efficiency": float(matched[sel].mean()) if sel.any() else float("nan"),
-        })  # fmt: skip
+        efficiency_bins.append(
+            {
+                "energy_min": lo,
+                "energy_max": hi,
+                "showers": int(sel.sum()),
+                "efficiency": float(matched[sel].mean()) if sel.any() else float("nan"),
+            }
+        )
     per_class = {}
     for k, name in enumerate(("em", "hadron")):
         sel = above & (cls == k)
@@ -82,7 +89,9 @@ def summarize_clustering(
         "showers_above_20GeV": int(above.sum()),
         "efficiency_above_20GeV": float(matched[above].mean()) if above.any() else 0.0,
         "clusters_above_10GeV": int(big_clusters.sum()),
-        "fake_rate_above_10GeV": float((~cluster_matched[big_clusters]).mean()) if big_clusters.any() else 0.0,
+        "fake_rate_above_10GeV": float((~cluster_matched[big_clusters]).mean())
+        if big_clusters.any()
+        else 0.0,
         "response_median": float(np.median(response)) if len(response) else float("nan"),
         "resolution": _sigma_eff(response),
         "efficiency_vs_energy": efficiency_bins,

@@ -10,7 +10,9 @@ import torch
 from recoserve.nn.gravnet import GravNetConfig, GravNetOC
 from recoserve.postprocess.condensation import CondensationThresholds
 
-DEFAULT_CLUSTERING_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "clustering" / "gravnet_oc.pt"
+DEFAULT_CLUSTERING_CHECKPOINT = (
+    Path(__file__).resolve().parents[2] / "checkpoints" / "clustering" / "gravnet_oc.pt"
+)
 
 
 def save_clustering(
@@ -36,7 +38,9 @@ def load_clustering(
     """(model in eval mode, condensation thresholds, provenance info) from a checkpoint."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no clustering checkpoint at {path}; train one with `recoserve train clustering`")
+        raise FileNotFoundError(
+            f"no clustering checkpoint at {path}; train one with `recoserve train clustering`"
+        )
     blob = torch.load(path, map_location="cpu", weights_only=True)
     model = GravNetOC(GravNetConfig(**blob["config"]))
     model.load_state_dict(blob["state_dict"])

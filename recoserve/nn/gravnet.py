@@ -118,9 +118,7 @@ class GravNetOC(nn.Module):
         self.config = config or GravNetConfig()
         cfg = self.config
         self.inputs = nn.Sequential(nn.Linear(N_INPUT_FEATURES, cfg.hidden), nn.ELU())
-        self.blocks = nn.ModuleList(
-            [GravNetBlock(cfg.hidden, cfg) for _ in range(cfg.blocks)]
-        )
+        self.blocks = nn.ModuleList([GravNetBlock(cfg.hidden, cfg) for _ in range(cfg.blocks)])
         self.trunk = nn.Sequential(
             nn.Linear(cfg.hidden * cfg.blocks, 128),
             nn.ELU(),

@@ -66,7 +66,10 @@ def object_condensation_loss(
     zero = beta.sum() * 0.0
     noise_term = beta[noise].mean() if bool(noise.any()) else zero
     if n_objects == 0:
-        terms = {k: zero for k in ("attractive", "repulsive", "beta", "energy", "position", "time", "class")}
+        terms = {
+            k: zero
+            for k in ("attractive", "repulsive", "beta", "energy", "position", "time", "class")
+        }
         terms["noise"] = noise_term
         terms["total"] = w.noise_beta * noise_term
         return terms
@@ -82,7 +85,9 @@ def object_condensation_loss(
     n = float(beta.shape[0])
     attractive = (q.unsqueeze(1) * member * d2 * q_alpha.unsqueeze(0)).sum() / n
     distance = torch.sqrt(d2 + 1e-6)
-    repulsive = (q.unsqueeze(1) * (1 - member) * F.relu(1.0 - distance) * q_alpha.unsqueeze(0)).sum() / n
+    repulsive = (
+        q.unsqueeze(1) * (1 - member) * F.relu(1.0 - distance) * q_alpha.unsqueeze(0)
+    ).sum() / n
     beta_term = (1.0 - beta[alpha]).mean()
     # Properties, weighted per hit by arctanh(beta)^2 within each object.
     obj = object_id.clamp(min=0)
@@ -90,21 +95,40 @@ def object_condensation_loss(
     xi_sum = xi.sum() + 1e-6
     e_valid = targets.energy_valid[obj] & ~noise
     ratio = energy_factor * targets.hit_energy[obj] / targets.energy[obj]
-    energy_term = (xi * e_valid.to(beta.dtype) * F.huber_loss(ratio, torch.ones_like(ratio), reduction="none", delta=0.5)).sum() / (
-        (xi * e_valid.to(beta.dtype)).sum() + 1e-6
-    )
+    energy_term = (
+        xi
+        * e_valid.to(beta.dtype)
+        * F.huber_loss(ratio, torch.ones_like(ratio), reduction="none", delta=0.5)
+    ).sum() / ((xi * e_valid.to(beta.dtype)).sum() + 1e-6)
     pos_err = (position - targets.position[obj]) / 5.0
-    position_term = (xi * F.huber_loss(pos_err, torch.zeros_like(pos_err), reduction="none").sum(1)).sum() / xi_sum
+    position_term = (
+        xi * F.huber_loss(pos_err, torch.zeros_like(pos_err), reduction="none").sum(1)
+    ).sum() / xi_sum
     time_err = (time - targets.time[obj]) / 0.05
-    time_term = (xi * F.huber_loss(time_err, torch.zeros_like(time_err), reduction="none")).sum() / xi_sum
-    class_term = (xi * F.cross_entropy(class_logits, targets.label[obj], reduction="none")).sum() / xi_sum
+    time_term = (
+        xi * F.huber_loss(time_err, torch.zeros_like(time_err), reduction="none")
+    ).sum() / xi_sum
+    class_term = (
+        xi * F.cross_entropy(class_logits, targets.label[obj], reduction="none")
+    ).sum() / xi_sum
     terms = {
-        "attractive": attractive, "repulsive": repulsive, "beta": beta_term, "noise": noise_term,
-        "energy": energy_term, "position": position_term, "time": time_term, "class": class_term,
+        "attractive": attractive,
+        "repulsive": repulsive,
+        "beta": beta_term,
+        "noise": noise_term,
+        "energy": energy_term,
+        "position": position_term,
+        "time": time_term,
+        "class": class_term,
     }
     terms["total"] = (
-        attractive + repulsive + beta_term + w.noise_beta * noise_term
-        + w.energy * energy_term + w.position * position_term + w.time * time_term
+        attractive
+        + repulsive
+        + beta_term
+        + w.noise_beta * noise_term
+        + w.energy * energy_term
+        + w.position * position_term
+        + w.time * time_term
         + w.classification * class_term
     )
     return terms

@@ -122,12 +122,16 @@ def train_clustering(
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     t0 = time.perf_counter()
-    train_events = dataset(data_dir / "train.parquet", config.train_events, TRAIN_SEED, config.particles)
+    train_events = dataset(
+        data_dir / "train.parquet", config.train_events, TRAIN_SEED, config.particles
+    )
     val_events = dataset(
         data_dir / "validation.parquet", config.validation_events, VALIDATION_SEED, config.particles
     )
-    log(f"data: {len(train_events)} training, {len(val_events)} validation events "
-        f"({time.perf_counter() - t0:.0f} s)")  # fmt: skip
+    log(
+        f"data: {len(train_events)} training, {len(val_events)} validation events "
+        f"({time.perf_counter() - t0:.0f} s)"
+    )
     model = GravNetOC(config.model)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-5)
@@ -162,8 +166,13 @@ def train_clustering(
             running[key] = running.get(key, 0.0) * 0.98 + float(value.detach()) * 0.02
         if step % config.validate_every == 0:
             val = validation_loss(model, val_events, config.weights)
-            record = {"step": step, "minutes": (time.perf_counter() - start) / 60, "lr": lr,
-                      "validation_loss": val, **{f"train_{k}": v for k, v in running.items()}}  # fmt: skip
+            record = {
+                "step": step,
+                "minutes": (time.perf_counter() - start) / 60,
+                "lr": lr,
+                "validation_loss": val,
+                **{f"train_{k}": v for k, v in running.items()},
+            }
             history.append(record)
             log(json.dumps({k: round(v, 4) for k, v in record.items()}))
             if val < best_val:
@@ -199,7 +208,11 @@ def train_clustering(
         },
         "torch": torch.__version__,
     }
-    save_clustering(output, model, thresholds, {"seed": config.seed, "steps": step,
-                                                "train_minutes": train_minutes})  # fmt: skip
+    save_clustering(
+        output,
+        model,
+        thresholds,
+        {"seed": config.seed, "steps": step, "train_minutes": train_minutes},
+    )
     output.with_suffix(".metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics

@@ -16,7 +16,9 @@ MIP_PDG = (13,)
 def shower_class(pdg: np.ndarray) -> np.ndarray:
     """0 = electromagnetic (e, gamma), 1 = hadronic, 2 = minimum ionising (mu)."""
     apdg = np.abs(pdg)
-    return np.where(np.isin(apdg, EM_PDG), 0, np.where(np.isin(apdg, MIP_PDG), 2, 1)).astype(np.int64)
+    return np.where(np.isin(apdg, EM_PDG), 0, np.where(np.isin(apdg, MIP_PDG), 2, 1)).astype(
+        np.int64
+    )
 
 
 def event_targets(event: Event) -> tuple[torch.Tensor, ObjectTargets]:

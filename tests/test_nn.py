@@ -1,0 +1,109 @@
+"""GravNet pieces: the windowed kNN, segment isolation, export parity, the OC loss."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from recoserve.export.clustering import export_onnx, max_abs_difference, run_onnx
+from recoserve.nn.gravnet import GravNetConfig, GravNetOC
+from recoserve.nn.knn import sort_order, windowed_knn
+from recoserve.nn.losses import object_condensation_loss
+from recoserve.sim.particles import GunConfig
+from recoserve.sim.simulator import SimConfig, Simulator
+from recoserve.train.targets import event_targets
+
+
+def small_event_hits(n_particles: int, seed: int = 3) -> np.ndarray:
+    sim = Simulator(SimConfig(gun=GunConfig(n_particles=n_particles)))
+    return sim.event(seed, 0).hits.features()
+
+
+@pytest.fixture(scope="module")
+def model() -> GravNetOC:
+    torch.manual_seed(0)
+    return GravNetOC(GravNetConfig()).eval()
+
+
+def test_knn_is_exact_when_the_window_covers_the_event() -> None:
+    torch.manual_seed(1)
+    coords = torch.randn(40, 4)
+    hits = torch.randn(40, 5) * 50
+    segment = torch.zeros(40, dtype=torch.int64)
+    index, d2, valid = windowed_knn(coords, segment, sort_order(hits, segment), k=8, window=48)
+    all_d2 = ((coords.unsqueeze(1) - coords.unsqueeze(0)) ** 2).sum(-1)
+    brute = all_d2.topk(8, largest=False)
+    assert valid.all()
+    for i in range(40):
+        assert set(index[i].tolist()) == set(brute.indices[i].tolist())
+    np.testing.assert_allclose(d2.numpy(), brute.values.numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_knn_never_crosses_events_and_flags_missing_neighbours() -> None:
+    hits = torch.randn(10, 5) * 50
+    segment = torch.tensor([0] * 7 + [1] * 3)
+    index, d2, valid = windowed_knn(torch.randn(10, 4), segment, sort_order(hits, segment), 5, 48)
+    assert torch.all(segment[index][valid] == segment.unsqueeze(1).expand(10, 5)[valid])
+    assert valid[7:].sum(1).tolist() == [3, 3, 3]  # the small event has only 3 hits
+    assert torch.all(d2[~valid] >= 1e29)
+
+
+def test_batched_events_give_the_same_outputs_as_single_events(model: GravNetOC) -> None:
+    a, b = torch.from_numpy(small_event_hits(8, 1)), torch.from_numpy(small_event_hits(5, 2))
+    with torch.no_grad():
+        alone_a = model(a, torch.zeros(len(a), dtype=torch.int64))
+        alone_b = model(b, torch.zeros(len(b), dtype=torch.int64))
+        segment = torch.cat([torch.zeros(len(a)), torch.ones(len(b))]).to(torch.int64)
+        both = model(torch.cat([a, b]), segment)
+    for x, y, z in zip(alone_a, alone_b, both, strict=True):
+        torch.testing.assert_close(z[: len(a)], x, atol=1e-5, rtol=0)
+        torch.testing.assert_close(z[len(a) :], y, atol=1e-5, rtol=0)
+
+
+def test_torchscript_and_onnx_match_eager(model: GravNetOC, tmp_path: Path) -> None:
+    scripted = torch.jit.script(model)
+    onnx_path = export_onnx(model, tmp_path / "g.onnx", small_event_hits(2))
+    for hits in (small_event_hits(1)[:1], small_event_hits(3), small_event_hits(25)):
+        h, seg = torch.from_numpy(hits), torch.zeros(len(hits), dtype=torch.int64)
+        with torch.no_grad():
+            eager = [o.numpy() for o in model(h, seg)]
+            ts = [o.numpy() for o in scripted(h, seg)]
+        assert max_abs_difference(eager, ts) == 0.0
+        assert max_abs_difference(eager, run_onnx(onnx_path, hits)) < 1e-4
+
+
+def test_empty_event_runs_in_torchscript(model: GravNetOC) -> None:
+    scripted = torch.jit.script(model)
+    out = scripted(torch.zeros(0, 5), torch.zeros(0, dtype=torch.int64))
+    assert [tuple(o.shape) for o in out] == [(0,), (0, 3), (0,), (0, 2), (0,), (0, 3)]
+
+
+def test_loss_is_finite_and_decreases_on_a_tiny_overfit() -> None:
+    torch.manual_seed(0)
+    sim = Simulator(SimConfig(gun=GunConfig(n_particles=3, energy_min=30, energy_max=60)))
+    hits, targets = event_targets(sim.event(5, 0))
+    net = GravNetOC(GravNetConfig(hidden=32, blocks=2))
+    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
+    segment = torch.zeros(len(hits), dtype=torch.int64)
+    losses = []
+    for _ in range(60):
+        terms = object_condensation_loss(net(hits, segment), targets)
+        assert all(torch.isfinite(v) for v in terms.values())
+        optimizer.zero_grad()
+        terms["total"].backward()
+        optimizer.step()
+        losses.append(float(terms["total"]))
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+
+
+def test_loss_of_a_noise_only_event() -> None:
+    sim = Simulator(SimConfig(gun=GunConfig(n_particles=0)))
+    hits, targets = event_targets(sim.event(1, 0))
+    assert len(targets.energy) == 0 and len(hits) > 0
+    net = GravNetOC(GravNetConfig(hidden=16, blocks=1))
+    terms = object_condensation_loss(net(hits, torch.zeros(len(hits), dtype=torch.int64)), targets)
+    assert torch.isfinite(terms["total"]) and float(terms["total"]) > 0
+    terms["total"].backward()
