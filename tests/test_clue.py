@@ -8,7 +8,6 @@ from recoserve.baselines.clue import ClueParams, clue
 from recoserve.events.model import Hits
 from recoserve.sim.geometry import GEOMETRY, decode_cell_id, encode_cell_id
 
-
 Point = tuple[float, float, int, float]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from recoserve.postprocess.condensation import CondensationThresholds, Clusters, condense
+from recoserve.postprocess.condensation import Clusters, CondensationThresholds, condense
 
 T = CondensationThresholds(t_beta=0.5, t_d=1.0)
 

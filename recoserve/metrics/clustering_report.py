@@ -25,6 +25,7 @@ from recoserve.baselines.clue import ClueParams, clue
 from recoserve.events.model import Event
 from recoserve.inprocess import ClusteringPipeline
 from recoserve.metrics.showers import shower_table, summarize_clustering
+from recoserve.plotting import save_figure
 from recoserve.sim.particles import GunConfig
 from recoserve.sim.simulator import SimConfig, Simulator
 from recoserve.train.clustering import TEST_SEED, VALIDATION_SEED, simulate_mixed
@@ -146,6 +147,4 @@ def _plots(gravnet: list[Any], clue_results: list[Any], output_dir: Path) -> Non
     axes[2].axvline(10, color="0.6", ls="--")
     axes[2].set_ylim(0, 1.05)
     axes[2].legend()
-    fig.tight_layout()
-    fig.savefig(output_dir / "clustering_performance.png", dpi=70)
-    plt.close(fig)
+    save_figure(fig, output_dir / "clustering_performance.png", dpi=70)

@@ -3,10 +3,10 @@
 Per hit: beta in (0, 1), clustering coordinates x, and property predictions. Every truth object
 (a shower) condenses at its hit of highest beta (alpha). The potential loss pulls an object's
 hits to x_alpha and pushes all other hits out of a unit radius around it, each weighted by the
-charge q = arctanh(beta)^2 + q_min; the beta loss raises beta_alpha towards 1 and pushes noise
-hits to 0; property losses are weighted by arctanh(beta)^2 so that the condensation point,
-which is where properties are read, learns them best. Everything is O(N x K) for N hits and K
-objects, with no N x N term.
+charge q = arctanh(beta)^2 + q_min; the beta loss raises beta_alpha towards 1 (as
+-log beta_alpha, see below) and pushes noise hits to 0; property losses are weighted by
+arctanh(beta)^2 so that the condensation point, where properties are read, learns them best.
+Everything is O(N x K) for N hits and K objects, with no N x N term.
 """
 
 from __future__ import annotations
@@ -88,7 +88,9 @@ def object_condensation_loss(
     repulsive = (
         q.unsqueeze(1) * (1 - member) * F.relu(1.0 - distance) * q_alpha.unsqueeze(0)
     ).sum() / n
-    beta_term = (1.0 - beta[alpha]).mean()
+    # -log(beta_alpha) rather than 1 - beta_alpha: its gradient does not vanish when the sigmoid
+    # saturates near 0, which otherwise lets training collapse to beta = 0 everywhere.
+    beta_term = -torch.log(beta[alpha] + 1e-6).mean()
     # Properties, weighted per hit by arctanh(beta)^2 within each object.
     obj = object_id.clamp(min=0)
     xi = arctanh2 * (~noise).to(beta.dtype)
@@ -104,7 +106,7 @@ def object_condensation_loss(
     position_term = (
         xi * F.huber_loss(pos_err, torch.zeros_like(pos_err), reduction="none").sum(1)
     ).sum() / xi_sum
-    time_err = (time - targets.time[obj]) / 0.05
+    time_err = (time - targets.time[obj]) / 0.2  # ns; the vertex spread alone gives ~0.1
     time_term = (
         xi * F.huber_loss(time_err, torch.zeros_like(time_err), reduction="none")
     ).sum() / xi_sum

@@ -12,6 +12,7 @@ import mplhep
 import numpy as np
 
 from recoserve.events.model import Event
+from recoserve.plotting import save_figure
 
 NOISE_COLOR = "0.75"
 
@@ -59,9 +60,4 @@ def draw_event(event: Event, output: str | Path, title: str | None = None) -> Pa
         f"{len(event.tracks)} tracks\ncolour = truth particle, grey = noise",
         fontsize=18,
     )
-    fig.tight_layout()
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=80)
-    plt.close(fig)
-    return output
+    return save_figure(fig, output)

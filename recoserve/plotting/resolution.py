@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import mplhep
 import numpy as np
 
+from recoserve.plotting import save_figure
 from recoserve.sim.validation import stochastic_constant
 
 
@@ -44,9 +45,4 @@ def draw_resolution(scan: dict[str, dict[str, Any]], output: str | Path) -> Path
     ax_resp.set_xscale("log")
     ax_resp.axhline(1.0, color="0.5", lw=1)
     ax_resp.legend(fontsize=16)
-    fig.tight_layout()
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=80)
-    plt.close(fig)
-    return output
+    return save_figure(fig, output)

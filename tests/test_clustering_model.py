@@ -1,0 +1,71 @@
+"""The committed clustering checkpoint: it loads, exports with parity, and clusters showers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recoserve.export.clustering import PARITY_TOLERANCE, export_clustering
+from recoserve.inprocess import ClusteringPipeline
+from recoserve.metrics.showers import summarize_clustering
+from recoserve.nn.checkpoint import DEFAULT_CLUSTERING_CHECKPOINT, load_clustering
+from recoserve.sim.particles import GunConfig
+from recoserve.sim.simulator import SimConfig, Simulator
+
+FRESH_SEED = 777  # not a training, validation, evaluation or parity seed
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    return export_clustering(DEFAULT_CLUSTERING_CHECKPOINT, tmp_path_factory.mktemp("export"))
+
+
+def test_checkpoint_loads_with_its_provenance() -> None:
+    model, thresholds, info = load_clustering()
+    assert 0 < thresholds.t_beta < 1 and thresholds.t_d > 0
+    assert info["steps"] > 100
+    metrics = json.loads(DEFAULT_CLUSTERING_CHECKPOINT.with_suffix(".metrics.json").read_text())
+    assert metrics["config"]["seed"] == info["seed"]
+    assert metrics["thresholds"] == {"t_beta": thresholds.t_beta, "t_d": thresholds.t_d}
+    assert metrics["history"] and metrics["config"]["model"] == model.config.to_dict()
+
+
+def test_exports_match_eager_on_fresh_events(exported: dict[str, object]) -> None:
+    checks = exported["parity"]
+    assert isinstance(checks, list) and len(checks) == 4
+    assert {c["hits"] > 0 for c in checks} == {True}
+    assert float(exported["max_abs_diff"]) <= PARITY_TOLERANCE  # type: ignore[arg-type]
+    assert Path(str(exported["onnx"])).stat().st_size > 10_000
+
+
+def test_backends_give_identical_clusters(exported: dict[str, object]) -> None:
+    hits = Simulator(SimConfig(gun=GunConfig(n_particles=30))).event(FRESH_SEED, 0).hits
+    torch_pipe = ClusteringPipeline()
+    onnx_pipe = ClusteringPipeline(backend="onnx", exported=str(exported["onnx"]))
+    script_pipe = ClusteringPipeline(backend="torchscript", exported=str(exported["torchscript"]))
+    reference = torch_pipe.cluster(hits.features())
+    for other in (onnx_pipe.cluster(hits.features()), script_pipe.cluster(hits.features())):
+        assert np.array_equal(other.hit_cluster, reference.hit_cluster)
+        np.testing.assert_allclose(other.energy, reference.energy, rtol=1e-5)
+
+
+def test_trained_model_finds_showers_on_fresh_events() -> None:
+    pipeline = ClusteringPipeline()
+    results = []
+    for i, n in enumerate((20, 60)):
+        event = Simulator(SimConfig(gun=GunConfig(n_particles=n))).event(FRESH_SEED, 10 + i)
+        clusters = pipeline.cluster(event.hits.features())
+        results.append((event, clusters.hit_cluster, clusters.energy))
+    summary = summarize_clustering(results)
+    # A sanity floor far below the measured performance (docs/clustering.md): a broken or
+    # untrained checkpoint finds almost nothing.
+    assert summary["efficiency_above_20GeV"] > 0.6
+    assert 0.8 < summary["response_median"] < 1.2
+
+
+def test_empty_event_gives_no_clusters() -> None:
+    clusters = ClusteringPipeline().cluster(np.zeros((0, 5), np.float32))
+    assert len(clusters) == 0 and len(clusters.hit_cluster) == 0
