@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from recoserve.events.model import Event
 from recoserve.sim.particles import DEFAULT_GUN_SPECIES, GunConfig
 
 app = typer.Typer(
@@ -39,9 +41,14 @@ def _fail(message: str) -> typer.Exit:
 @app.command()
 def simulate(
     output: Annotated[Path, typer.Option("-o", "--output", help="Parquet file to write.")],
-    events: Annotated[int, typer.Option("--events", "-n", min=1, help="Number of events.")] = 10,
+    events: Annotated[
+        int | None,
+        typer.Option(
+            "--events", "-n", min=1, help="Number of events [default: 10, or all --from]."
+        ),
+    ] = None,
     particles: Annotated[
-        int, typer.Option("--particles", "-p", min=0, help="Particles per event.")
+        int, typer.Option("--particles", "-p", min=0, help="Particles per event (particle gun).")
     ] = 100,
     seed: Annotated[
         int, typer.Option(help="Random seed; the same seed gives the same events.")
@@ -54,11 +61,26 @@ def simulate(
     energy_max: Annotated[float, typer.Option(help="Maximum particle energy, GeV.")] = 200.0,
     eta_min: Annotated[float, typer.Option(help="Minimum |eta| (>= 1.5).")] = 1.5,
     eta_max: Annotated[float, typer.Option(help="Maximum |eta| (<= 3.0).")] = 3.0,
+    jets: Annotated[
+        int, typer.Option(min=0, help="Use the jet gun with this many jets per event.")
+    ] = 0,
+    jet_energy_min: Annotated[float, typer.Option(help="Minimum jet energy, GeV.")] = 100.0,
+    jet_energy_max: Annotated[float, typer.Option(help="Maximum jet energy, GeV.")] = 400.0,
+    from_file: Annotated[
+        Path | None,
+        typer.Option("--from", help="Generator events: HepMC3 file or Parquet particle table."),
+    ] = None,
+    pileup: Annotated[
+        int, typer.Option(min=0, help="Pileup interactions overlaid on every event.")
+    ] = 0,
     noise: Annotated[bool, typer.Option(help="Add electronic-noise hits.")] = True,
 ) -> None:
-    """Simulate particle-gun events in the HGCal-like calorimeter and write them to Parquet."""
+    """Simulate events (particle gun, jet gun or generator file, plus pileup) to Parquet."""
     from recoserve.events.parquet import EventWriter
     from recoserve.sim.digitize import ReadoutConfig
+    from recoserve.sim.generator import GeneratorReport, count_acceptance, read_generator_file
+    from recoserve.sim.jets import JetGunConfig
+    from recoserve.sim.pileup import PileupConfig
     from recoserve.sim.simulator import SimConfig, Simulator
 
     try:
@@ -70,14 +92,42 @@ def simulate(
             eta_min=eta_min,
             eta_max=eta_max,
         )
+        jet_gun = (
+            JetGunConfig(n_jets=jets, energy_min=jet_energy_min, energy_max=jet_energy_max)
+            if jets
+            else None
+        )
+        config = SimConfig(
+            gun=gun, readout=ReadoutConfig(noise_hits=noise), pileup=PileupConfig(pileup),
+            jets=jet_gun,
+        )  # fmt: skip
     except ValueError as err:
         raise _fail(str(err)) from None
-    sim = Simulator(SimConfig(gun=gun, readout=ReadoutConfig(noise_hits=noise)))
+    sim = Simulator(config)
+    report = GeneratorReport()
+    if from_file is not None:
+        try:
+            source = read_generator_file(from_file, report)
+        except FileNotFoundError as err:
+            raise _fail(str(err)) from None
+        stream: Iterator[Event] = (
+            sim.from_generator(gen, seed, i)
+            for i, gen in enumerate(source)
+            if events is None or i < events
+        )
+        generator = f"generator file {from_file}"
+        total = events
+    else:
+        n = events or 10
+        stream = sim.events(n, seed, first_event)
+        generator = f"recoserve {'jet' if jet_gun else 'particle'} gun"
+        total = n
     metadata = {
-        "generator": "recoserve particle gun",
+        "generator": generator,
         "seed": str(seed),
         "first_event": str(first_event),
-        "gun": json.dumps({k: v for k, v in gun.__dict__.items()}),
+        "gun": json.dumps(jet_gun.__dict__ if jet_gun else gun.__dict__),
+        "pileup": str(pileup),
         "noise_hits": str(noise),
     }
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -94,17 +144,27 @@ def simulate(
             console=console,
         ) as progress,
     ):
-        task = progress.add_task("simulate", total=events, rate=0.0)
-        for event in sim.events(events, seed, first_event):
-            writer.write(event)
-            n_hits.append(len(event.hits))
-            done = len(n_hits)
-            progress.update(task, advance=1, rate=done / (time.perf_counter() - start))
+        task = progress.add_task("simulate", total=total, rate=0.0)
+        try:
+            for event in stream:
+                if from_file is not None:
+                    count_acceptance(event.particles, report)
+                writer.write(event)
+                n_hits.append(len(event.hits))
+                progress.update(task, advance=1, rate=len(n_hits) / (time.perf_counter() - start))
+        except (OSError, KeyError, ValueError) as err:
+            raise _fail(f"{from_file}: {err}") from None
     elapsed = time.perf_counter() - start
+    if not n_hits:
+        raise _fail(f"no events in {from_file}")
     console.print(
-        f"wrote {events} events to {output} in {elapsed:.1f} s: "
+        f"wrote {len(n_hits)} events to {output} in {elapsed:.1f} s: "
         f"{np.mean(n_hits):.0f} hits/event (min {min(n_hits)}, max {max(n_hits)})"
     )
+    if from_file is not None:
+        summary = report.summary()
+        console.print("generator particles: " + json.dumps(summary))
+        (output.parent / (output.name + ".report.json")).write_text(json.dumps(summary, indent=2))
 
 
 @app.command()
@@ -143,6 +203,9 @@ def display(
     path: Annotated[Path, typer.Argument(help="Event file (.parquet or .root).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="PNG file to write.")],
     event: Annotated[int, typer.Option(min=0, help="Position of the event in the file.")] = 0,
+    pileup_grey: Annotated[
+        bool, typer.Option(help="Draw pileup hits in one pale colour (hard scatter stands out).")
+    ] = False,
     tree: TreeOption = "events",
     mapping: MapOption = None,
 ) -> None:
@@ -155,7 +218,7 @@ def display(
         ev = read_event(path, event, tree, parse_mapping(mapping or []))
     except (OSError, ValueError, KeyError, IndexError) as err:
         raise _fail(str(err)) from None
-    console.print(f"wrote {draw_event(ev, output)}")
+    console.print(f"wrote {draw_event(ev, output, pileup_grey=pileup_grey)}")
 
 
 @app.command()
@@ -194,6 +257,30 @@ def resolution(
             f"{name}: {100 * fit['stochastic']:.1f}%/sqrt(E) (+) {100 * fit['constant']:.2f}%"
         )
     console.print(f"wrote {output}")
+
+
+@app.command()
+def multiplicity(
+    output: Annotated[Path, typer.Option("-o", "--output", help="PNG file to write.")],
+    json_output: Annotated[
+        Path | None, typer.Option("--json", help="Also write the numbers as JSON.")
+    ] = None,
+    pileups: Annotated[
+        str, typer.Option(help="Comma-separated pileup values.")
+    ] = "0,50,100,140,200",
+    events: Annotated[int, typer.Option("--events", "-n", min=1, help="Events per point.")] = 3,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 1,
+) -> None:
+    """Hit multiplicity of jet-gun events vs the number of pileup interactions, to PNG."""
+    from recoserve.plotting.resolution import draw_multiplicity
+    from recoserve.sim.validation import multiplicity_vs_pileup
+
+    rows = multiplicity_vs_pileup([int(p) for p in pileups.split(",")], events, seed)
+    draw_multiplicity(rows, output)
+    if json_output:
+        json_output.write_text(json.dumps(rows, indent=2) + "\n")
+    for row in rows:
+        console.print(f"pileup {row['pileup']:>4}: {row['hits_mean']:.0f} hits/event")
 
 
 @app.command()

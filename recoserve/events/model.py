@@ -151,7 +151,7 @@ class Tracks(Table):
 
 @dataclass(eq=False)
 class Particles(Table):
-    """Truth particles: the gun's primaries and their decay products (pi0 -> two photons...)."""
+    """Truth particles: primaries (gun, generator or pileup) and their decay products."""
 
     pdg: np.ndarray
     charge: np.ndarray
@@ -168,11 +168,15 @@ class Particles(Table):
     parent: np.ndarray
     deposited_energy: np.ndarray
     visible_energy: np.ndarray
+    vt: np.ndarray
+    interaction: np.ndarray
+    generator_index: np.ndarray
 
     SCHEMA: ClassVar[dict[str, np.dtype[Any]]] = {
         "pdg": I32, "charge": I8, "energy": F32, "pt": F32, "eta": F32, "phi": F32,
         "vx": F32, "vy": F32, "vz": F32, "calo_x": F32, "calo_y": F32, "calo_z": F32,
         "parent": I32, "deposited_energy": F32, "visible_energy": F32,
+        "vt": F32, "interaction": I16, "generator_index": I32,
     }  # fmt: skip
     UNITS: ClassVar[dict[str, str]] = {
         "pdg": "PDG id", "charge": "e", "energy": "GeV", "pt": "GeV", "eta": "", "phi": "rad",
@@ -182,6 +186,9 @@ class Particles(Table):
         "parent": "row of the mother particle, -1 = primary",
         "deposited_energy": "GeV, all cell deposits before threshold",
         "visible_energy": "GeV, deposits in hits above threshold",
+        "vt": "ns, production time",
+        "interaction": "0 = hard scatter / gun, 1..N = pileup interaction",
+        "generator_index": "particle id in the generator record (HepMC), -1 if none",
     }  # fmt: skip
 
 

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from recoserve.events.model import TABLES, Event, Table
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"  # 2: particles gained vt, interaction, generator_index
 SCHEMA_METADATA_KEY = b"recoserve"
 
 

@@ -15,6 +15,7 @@ from recoserve.events.model import Event
 from recoserve.plotting import save_figure
 
 NOISE_COLOR = "0.75"
+PILEUP_COLOR = "#9db4c8"
 
 
 def _colors(truth: np.ndarray) -> np.ndarray:
@@ -25,15 +26,26 @@ def _colors(truth: np.ndarray) -> np.ndarray:
     return rgba
 
 
-def draw_event(event: Event, output: str | Path, title: str | None = None) -> Path:
-    """Write a PNG with x-y and r-z views of both endcaps; marker area grows with energy."""
+def draw_event(
+    event: Event, output: str | Path, title: str | None = None, pileup_grey: bool = False
+) -> Path:
+    """Write a PNG with x-y and r-z views of both endcaps; marker area grows with energy.
+
+    ``pileup_grey`` draws hits of pileup particles in one pale colour, so that the hard
+    scatter (jets) stands out."""
     hits = event.hits
     mplhep.style.use("CMS")
     fig, axes = plt.subplots(2, 2, figsize=(16, 15))
     colors = _colors(hits.truth_particle)
+    owner = hits.truth_particle
+    layer_rank = (owner >= 0).astype(int) * 2  # draw noise, then pileup, then the hard scatter
+    if pileup_grey and len(event.particles):
+        from_pileup = (owner >= 0) & (event.particles.interaction[np.maximum(owner, 0)] > 0)
+        colors[from_pileup] = matplotlib.colors.to_rgba(PILEUP_COLOR)
+        layer_rank[from_pileup] = 1
     scale = max(float(hits.energy.max(initial=0.0)), 1e-9)
     size = 2.0 + 40.0 * np.sqrt(np.clip(hits.energy, 0, None) / scale)
-    order = np.argsort(hits.truth_particle >= 0, kind="stable")  # noise underneath
+    order = np.argsort(layer_rank, kind="stable")
     rho = np.hypot(hits.x, hits.y)
     for col, (sign, label) in enumerate(((1, "z > 0"), (-1, "z < 0"))):
         m = order[np.sign(hits.z[order]) == sign]
@@ -57,7 +69,8 @@ def draw_event(event: Event, output: str | Path, title: str | None = None) -> Pa
         title
         or f"event {event.event_id}: {len(hits)} hits ({n_noise} noise), "
         f"{len(np.unique(hits.truth_particle[hits.truth_particle >= 0]))} showering particles, "
-        f"{len(event.tracks)} tracks\ncolour = truth particle, grey = noise",
+        f"{len(event.tracks)} tracks\ncolour = truth particle, grey = noise"
+        + (", pale blue = pileup" if pileup_grey else ""),
         fontsize=18,
     )
     return save_figure(fig, output)

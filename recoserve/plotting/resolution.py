@@ -46,3 +46,18 @@ def draw_resolution(scan: dict[str, dict[str, Any]], output: str | Path) -> Path
     ax_resp.axhline(1.0, color="0.5", lw=1)
     ax_resp.legend(fontsize=16)
     return save_figure(fig, output)
+
+
+def draw_multiplicity(rows: list[dict[str, float]], output: str | Path) -> Path:
+    """Hits per event vs pileup: all hits, hits from pileup particles, noise hits."""
+    mplhep.style.use("CMS")
+    fig, ax = plt.subplots(figsize=(10, 8))
+    pu = [r["pileup"] for r in rows]
+    ax.errorbar(pu, [r["hits_mean"] for r in rows], yerr=[r["hits_std"] for r in rows],
+                fmt="o-", label="all hits")  # fmt: skip
+    ax.plot(pu, [r["pileup_hits_mean"] for r in rows], "s--", label="hits from pileup")
+    ax.plot(pu, [r["noise_hits_mean"] for r in rows], "^:", label="noise hits")
+    ax.set_xlabel("pileup interactions")
+    ax.set_ylabel("hits per event (2 jets)")
+    ax.legend()
+    return save_figure(fig, output)

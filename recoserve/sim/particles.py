@@ -38,12 +38,28 @@ SPECIES: dict[str, Species] = {
         Species("K-", -321, -1, 0.493677, "hadron"),
         Species("K0L", 130, 0, 0.497611, "hadron"),
         Species("K0S", 310, 0, 0.497611, "hadron"),  # decays in flight, see K0S_CTAU
+        # Baryons, for generator events and pileup (not shot by the default gun).
+        Species("p", 2212, 1, 0.938272, "hadron"),
+        Species("pbar", -2212, -1, 0.938272, "hadron"),
+        Species("n", 2112, 0, 0.939565, "hadron"),
+        Species("nbar", -2112, 0, 0.939565, "hadron"),
     ]
 }
+INVISIBLE_PDG = frozenset({12, 14, 16})  # neutrinos: leave the detector unseen
 BY_PDG: dict[int, Species] = {s.pdg: s for s in SPECIES.values()}
 K0S_CTAU = 2.6844  # cm
 K0S_BRANCHING = ((0.692, ("pi+", "pi-")), (0.308, ("pi0", "pi0")))
-DEFAULT_GUN_SPECIES = tuple(SPECIES)
+DEFAULT_GUN_SPECIES = (
+    "e-", "e+", "mu-", "mu+", "gamma", "pi+", "pi-", "pi0", "K+", "K-", "K0L", "K0S",
+)  # fmt: skip
+
+
+def shower_energy(species: Species, energy: float) -> float:
+    """Energy available to a calorimeter shower: kinetic energy for baryons (their mass is not
+    released), total energy plus the annihilation mass for antibaryons, total energy otherwise."""
+    if abs(species.pdg) in (2212, 2112):
+        return energy - species.mass if species.pdg > 0 else energy + species.mass
+    return energy
 
 
 def species_of(pdg: int) -> Species:
@@ -62,14 +78,29 @@ class ParticleList:
     vertex: list[np.ndarray] = field(default_factory=list)  # (x, y, z)
     time: list[float] = field(default_factory=list)  # production time, ns
     parent: list[int] = field(default_factory=list)
+    interaction: list[int] = field(default_factory=list)  # 0 hard scatter, k >= 1 pileup
+    generator_index: list[int] = field(default_factory=list)  # id in the generator record
 
-    def add(self, pdg: int, p4: np.ndarray, vertex: np.ndarray, time: float, parent: int) -> int:
+    def add(
+        self, pdg: int, p4: np.ndarray, vertex: np.ndarray, time: float, parent: int,
+        interaction: int = 0, generator_index: int = -1,
+    ) -> int:  # fmt: skip
         self.pdg.append(int(pdg))
         self.p4.append(np.asarray(p4, dtype=np.float64))
         self.vertex.append(np.asarray(vertex, dtype=np.float64))
         self.time.append(float(time))
         self.parent.append(int(parent))
+        self.interaction.append(int(interaction))
+        self.generator_index.append(int(generator_index))
         return len(self.pdg) - 1
+
+    def extend(self, other: ParticleList) -> None:
+        """Append another list's particles (parents re-indexed)."""
+        offset = len(self)
+        for i in range(len(other)):
+            parent = other.parent[i] + offset if other.parent[i] >= 0 else -1
+            self.add(other.pdg[i], other.p4[i], other.vertex[i], other.time[i], parent,
+                     other.interaction[i], other.generator_index[i])  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.pdg)
@@ -174,8 +205,8 @@ def apply_decays(particles: ParticleList, rng: np.random.Generator) -> np.ndarra
         did_decay = False
         if pdg == 111:
             g1, g2 = two_body_decay(p4, 0.0, 0.0, rng)
-            particles.add(22, g1, vertex, t0, i)
-            particles.add(22, g2, vertex, t0, i)
+            particles.add(22, g1, vertex, t0, i, particles.interaction[i])
+            particles.add(22, g2, vertex, t0, i, particles.interaction[i])
             did_decay = True
         elif pdg == 310:
             p = np.linalg.norm(p4[1:])
@@ -190,8 +221,9 @@ def apply_decays(particles: ParticleList, rng: np.random.Generator) -> np.ndarra
                 )
                 m1, m2 = SPECIES[channel[0]].mass, SPECIES[channel[1]].mass
                 d1, d2 = two_body_decay(p4, m1, m2, rng)
-                particles.add(SPECIES[channel[0]].pdg, d1, where, t_decay, i)
-                particles.add(SPECIES[channel[1]].pdg, d2, where, t_decay, i)
+                k = particles.interaction[i]
+                particles.add(SPECIES[channel[0]].pdg, d1, where, t_decay, i, k)
+                particles.add(SPECIES[channel[1]].pdg, d2, where, t_decay, i, k)
                 did_decay = True
         decayed.append(did_decay)
         i += 1

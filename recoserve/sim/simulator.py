@@ -13,15 +13,19 @@ import numpy as np
 
 from recoserve.events.model import Event, Particles, Tracks
 from recoserve.sim.digitize import Digitizer, ReadoutConfig
+from recoserve.sim.generator import GeneratorEvent
 from recoserve.sim.geometry import ETA_SENSOR_MAX, ETA_SENSOR_MIN, GEOMETRY, Geometry
+from recoserve.sim.jets import JetGunConfig, shoot_jets
 from recoserve.sim.particles import (
     GunConfig,
     ParticleList,
     apply_decays,
     propagate_to_face,
     shoot,
+    shower_energy,
     species_of,
 )
+from recoserve.sim.pileup import PileupConfig, overlay_pileup
 from recoserve.sim.showers import Axis, Deposits, ShowerConfig, ShowerModel
 
 
@@ -45,6 +49,8 @@ class SimConfig:
     readout: ReadoutConfig = field(default_factory=ReadoutConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     b_field: float = 3.8  # tesla
+    pileup: PileupConfig = field(default_factory=PileupConfig)
+    jets: JetGunConfig | None = None  # when set, events come from the jet gun, not the gun
 
 
 class Simulator:
@@ -57,9 +63,18 @@ class Simulator:
         self.digitizer = Digitizer(geometry, self.config.readout)
 
     def event(self, seed: int, event_id: int) -> Event:
-        """Event ``event_id`` of the particle-gun run with ``seed``."""
+        """Event ``event_id`` of the particle-gun (or jet-gun) run with ``seed``."""
         rng = np.random.default_rng([seed, event_id])
-        return self.from_particles(shoot(self.config.gun, rng), rng, event_id)
+        if self.config.jets is not None:
+            primaries, _ = shoot_jets(self.config.jets, rng)
+        else:
+            primaries = shoot(self.config.gun, rng)
+        return self.from_particles(primaries, rng, event_id)
+
+    def from_generator(self, event: GeneratorEvent, seed: int, index: int) -> Event:
+        """Simulate a generator event (its particles keep their generator index)."""
+        rng = np.random.default_rng([seed, index])
+        return self.from_particles(event.particles, rng, event.number)
 
     def events(self, n_events: int, seed: int, first_event: int = 0) -> Iterator[Event]:
         for event_id in range(first_event, first_event + n_events):
@@ -68,7 +83,10 @@ class Simulator:
     def from_particles(
         self, particles: ParticleList, rng: np.random.Generator, event_id: int
     ) -> Event:
-        """Simulate given primary particles (decays, showers, tracks, digitisation)."""
+        """Simulate given primary particles, plus pileup if configured (decays, showers,
+        tracks, digitisation)."""
+        if self.config.pileup.interactions > 0:
+            overlay_pileup(particles, self.config.pileup, rng)
         decayed = apply_decays(particles, rng)
         n = len(particles)
         calo = np.full((n, 3), np.nan)
@@ -90,7 +108,7 @@ class Simulator:
             calo[i] = crossing.position
             crossing_at[i] = crossing.position
             axis = Axis(crossing.position, crossing.direction, crossing.time)
-            energy = float(p4[0])
+            energy = shower_energy(species, float(p4[0]))
             if species.shower == "em":
                 self.showers.em_shower(deposits, rng, energy, axis, i, photon=species.charge == 0)
             elif species.shower == "mip":
@@ -182,4 +200,7 @@ class Simulator:
             parent=np.array(particles.parent),
             deposited_energy=deposited,
             visible_energy=visible,
+            vt=np.array(particles.time),
+            interaction=np.array(particles.interaction),
+            generator_index=np.array(particles.generator_index),
         )
