@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test lint format bench-sim docs-plots clean
+.PHONY: install test lint format bench-sim docs-plots train-clustering evaluate-clustering clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,17 @@ docs-plots: $(STAMP)
 	$(VENV)/bin/recoserve simulate --events 1 --particles 100 --seed 1 -o /tmp/recoserve-display.parquet
 	$(VENV)/bin/recoserve display /tmp/recoserve-display.parquet -o docs/img/event_display.png
 	$(VENV)/bin/recoserve resolution -o docs/img/resolution.png --json docs/resolution.json
+	$(VENV)/bin/recoserve multiplicity -o docs/img/multiplicity_vs_pileup.png --json docs/multiplicity_vs_pileup.json
+	$(VENV)/bin/recoserve simulate --jets 2 --pileup 140 -n 1 --seed 4 -o /tmp/recoserve-jets.parquet
+	$(VENV)/bin/recoserve display /tmp/recoserve-jets.parquet --pileup-grey -o docs/img/jets_pileup140.png
+
+train-clustering: $(STAMP)
+	$(VENV)/bin/recoserve train clustering --minutes 50
+
+evaluate-clustering: $(STAMP)
+	$(VENV)/bin/recoserve evaluate clustering --events 200 -o docs/results
+	$(VENV)/bin/recoserve export clustering -o exports/clustering
+	$(PY) benchmarks/clustering_scaling.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
