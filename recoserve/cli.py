@@ -323,6 +323,10 @@ def train_clustering_command(
     train_events: Annotated[int, typer.Option(help="Simulated training events.")] = 1200,
     validation_events: Annotated[int, typer.Option(help="Validation events.")] = 24,
     seed: Annotated[int, typer.Option(help="Seed of the weights and the event order.")] = 1,
+    learning_rate: Annotated[float, typer.Option(help="Peak learning rate (cosine decay).")] = 2e-3,
+    init_from: Annotated[
+        Path | None, typer.Option(help="Continue training from this checkpoint.")
+    ] = None,
 ) -> None:
     """Train GravNet + object condensation; writes the checkpoint and <checkpoint>.metrics.json."""
     import torch
@@ -336,6 +340,8 @@ def train_clustering_command(
         validation_events=validation_events,
         minutes=minutes,
         max_steps=max_steps,
+        learning_rate=learning_rate,
+        init_from=str(init_from) if init_from else None,
     )
     metrics = train_clustering(config, data_dir, output, log=console.print)
     console.print(f"wrote {output} after {metrics['steps']} steps")

@@ -23,7 +23,7 @@ import torch
 
 from recoserve.events.model import Event
 from recoserve.events.parquet import read_events, write_events
-from recoserve.nn.checkpoint import save_clustering
+from recoserve.nn.checkpoint import load_clustering, save_clustering
 from recoserve.nn.gravnet import GravNetConfig, GravNetOC
 from recoserve.nn.losses import OCWeights, object_condensation_loss
 from recoserve.postprocess.condensation import CondensationThresholds, condense
@@ -46,6 +46,7 @@ class ClusteringTrainConfig:
     max_steps: int = 100_000
     learning_rate: float = 2e-3
     validate_every: int = 250
+    init_from: str | None = None  # continue from this checkpoint (a second training stage)
     model: GravNetConfig = field(default_factory=GravNetConfig)
     weights: OCWeights = field(default_factory=OCWeights)
 
@@ -63,7 +64,10 @@ def simulate_mixed(n_events: int, seed: int, particles: tuple[int, ...]) -> list
 def dataset(path: Path, n_events: int, seed: int, particles: tuple[int, ...]) -> list[Event]:
     """Load the events at ``path``, simulating and writing them first if needed."""
     if path.exists():
-        events = read_events(path)
+        try:
+            events = read_events(path)
+        except KeyError:  # written by an older event-file format: simulate again
+            events = []
         if len(events) == n_events:
             return events
     events = simulate_mixed(n_events, seed, particles)
@@ -132,7 +136,14 @@ def train_clustering(
         f"data: {len(train_events)} training, {len(val_events)} validation events "
         f"({time.perf_counter() - t0:.0f} s)"
     )
-    model = GravNetOC(config.model)
+    previous: dict[str, Any] | None = None
+    if config.init_from:
+        model, _, _ = load_clustering(config.init_from)
+        previous_metrics = Path(config.init_from).with_suffix(".metrics.json")
+        if previous_metrics.exists():
+            previous = json.loads(previous_metrics.read_text())
+    else:
+        model = GravNetOC(config.model)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-5)
     budget = config.minutes * 60.0
@@ -192,9 +203,16 @@ def train_clustering(
 
     thresholds, grid = tune_thresholds(model, val_events, score)
     log(f"thresholds: t_beta={thresholds.t_beta} t_d={thresholds.t_d}")
+    earlier_steps = int(previous.get("total_steps", previous["steps"])) if previous else 0
+    earlier_minutes = (
+        float(previous.get("total_train_minutes", previous["train_minutes"])) if previous else 0.0
+    )
     metrics = {
         "steps": step,
         "train_minutes": train_minutes,
+        "total_steps": earlier_steps + step,
+        "total_train_minutes": earlier_minutes + train_minutes,
+        "previous_stage": previous,
         "best_validation_loss": best_val,
         "thresholds": asdict(thresholds),
         "threshold_grid": grid,
@@ -212,7 +230,11 @@ def train_clustering(
         output,
         model,
         thresholds,
-        {"seed": config.seed, "steps": step, "train_minutes": train_minutes},
+        {
+            "seed": config.seed,
+            "steps": earlier_steps + step,
+            "train_minutes": earlier_minutes + train_minutes,
+        },
     )
     output.with_suffix(".metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
