@@ -376,7 +376,8 @@ def export_clustering_command(
         console.print(
             f"{check['hits']:>6} hits: "
             f"|torchscript - eager| {check['torchscript_max_abs_diff']:.1e}, "
-            f"|onnx - eager| {check['onnx_max_abs_diff']:.1e}"
+            f"|onnx - eager| {check['onnx_max_abs_diff']:.1e} "
+            f"(scaled: {check['onnx_max_scaled_diff']:.1e})"
         )
     console.print(f"wrote {report['torchscript']} and {report['onnx']}")
 

@@ -37,7 +37,7 @@ def test_exports_match_eager_on_fresh_events(exported: dict[str, object]) -> Non
     checks = exported["parity"]
     assert isinstance(checks, list) and len(checks) == 4
     assert {c["hits"] > 0 for c in checks} == {True}
-    assert float(exported["max_abs_diff"]) <= PARITY_TOLERANCE  # type: ignore[arg-type]
+    assert float(exported["max_scaled_diff"]) <= PARITY_TOLERANCE  # type: ignore[arg-type]
     assert Path(str(exported["onnx"])).stat().st_size > 10_000
 
 
