@@ -24,7 +24,7 @@ import numpy as np
 from recoserve.baselines.clue import ClueParams, clue
 from recoserve.events.model import Event
 from recoserve.inprocess import ClusteringPipeline
-from recoserve.metrics.showers import shower_table, summarize_clustering
+from recoserve.metrics.showers import shower_table, summarize_clustering, summarize_tables
 from recoserve.plotting import save_figure
 from recoserve.sim.particles import GunConfig
 from recoserve.sim.simulator import SimConfig, Simulator
@@ -81,13 +81,16 @@ def evaluate(
         timing["clue_s"] += t2 - t1
         gravnet.append((event, clusters.hit_cluster, clusters.energy))
         clue_results.append((event, baseline.hit_cluster, baseline.cluster_energy))
+    # Match once per event and algorithm; the summary and the plots share the tables.
+    gravnet_tables = [shower_table(e, h, c) for e, h, c in gravnet]
+    clue_tables = [shower_table(e, h, c) for e, h, c in clue_results]
     report = {
         "events": n_events,
         "seed": TEST_SEED,
         "particles_per_event": "20-100, uniform",
         "hits_per_event_mean": float(np.mean([len(e.hits) for e in events])),
-        "gravnet": summarize_clustering(gravnet),
-        "clue": summarize_clustering(clue_results),
+        "gravnet": summarize_tables(gravnet_tables),
+        "clue": summarize_tables(clue_tables),
         "thresholds": {"t_beta": pipeline.thresholds.t_beta, "t_d": pipeline.thresholds.t_d},
         "clue_params": clue_params.__dict__,
         "clue_tuning_grid": clue_grid,
@@ -95,16 +98,17 @@ def evaluate(
     }
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "clustering_metrics.json").write_text(json.dumps(report, indent=2) + "\n")
-    _plots(gravnet, clue_results, output_dir)
+    _plots(gravnet_tables, clue_tables, output_dir)
     return report
 
 
-def _plots(gravnet: list[Any], clue_results: list[Any], output_dir: Path) -> None:
+def _plots(
+    gravnet: list[dict[str, np.ndarray]], clue_tables: list[dict[str, np.ndarray]], output_dir: Path
+) -> None:
     mplhep.style.use("CMS")
     fig, axes = plt.subplots(1, 3, figsize=(27, 8))
     bins = np.array([2, 5, 10, 20, 35, 50, 75, 100, 150, 200])
-    for name, results in (("GravNet + OC", gravnet), ("CLUE", clue_results)):
-        tables = [shower_table(e, h, c) for e, h, c in results]
+    for name, tables in (("GravNet + OC", gravnet), ("CLUE", clue_tables)):
         energy = np.concatenate([t["true_energy"] for t in tables])
         cls = np.concatenate([t["class"] for t in tables])
         matched = np.concatenate([t["matched"] for t in tables]).astype(bool)

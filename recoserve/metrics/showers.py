@@ -50,7 +50,11 @@ def summarize_clustering(
     results: list[tuple[Event, np.ndarray, np.ndarray]],
 ) -> dict[str, Any]:
     """Aggregate metrics over events; ``results`` holds (event, hit_cluster, cluster_energy)."""
-    tables = [shower_table(e, h, c) for e, h, c in results]
+    return summarize_tables([shower_table(e, h, c) for e, h, c in results])
+
+
+def summarize_tables(tables: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+    """Aggregate metrics over the per-event ``shower_table`` results."""
 
     def cat(key: str) -> np.ndarray:
         return np.concatenate([t[key] for t in tables]) if tables else np.zeros(0)
@@ -85,7 +89,7 @@ def summarize_clustering(
             "resolution": _sigma_eff(r),
         }
     return {
-        "events": len(results),
+        "events": len(tables),
         "showers_above_20GeV": int(above.sum()),
         "efficiency_above_20GeV": float(matched[above].mean()) if above.any() else 0.0,
         "clusters_above_10GeV": int(big_clusters.sum()),

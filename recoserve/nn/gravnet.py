@@ -25,10 +25,7 @@ from torch import Tensor, nn
 
 from recoserve.nn.knn import sort_order, windowed_knn
 
-C_CM_PER_NS = 29.9792458
-Z_FRONT = 320.0
 N_CLASSES = 3
-CLASS_NAMES = ("em", "hadron", "mip")
 N_INPUT_FEATURES = 9
 
 

@@ -23,7 +23,6 @@ from torch import Tensor
 MORTON_BITS = 10  # per axis; with the segment and the row number the key fits in int64
 ROW_BITS = 20  # up to ~1M hits per request; segments (events per batch) up to 2^13
 FAR = 1.0e30
-Z_FACE = 320.0
 
 
 def sort_order(hits: Tensor, segment: Tensor) -> Tensor:

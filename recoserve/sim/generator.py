@@ -32,9 +32,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from recoserve.events.model import Particles
-from recoserve.sim.particles import BY_PDG, INVISIBLE_PDG, ParticleList
+from recoserve.sim.particles import BY_PDG, C_CM_PER_NS, INVISIBLE_PDG, ParticleList
 
-C_CM_PER_NS = 29.9792458
 PARQUET_REQUIRED = ("event", "pdg", "px", "py", "pz", "energy", "vx", "vy", "vz")
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recoserve.sim.geometry import ETA_MAX, ETA_MIN
-from recoserve.sim.particles import SPECIES, ParticleList, p4_from
+from recoserve.sim.particles import SPECIES, ParticleList, p4_from, species_mix
 
 JET_SPECIES = {
     "pi+": 0.275, "pi-": 0.275, "K+": 0.05, "K-": 0.05, "p": 0.015, "pbar": 0.015,
@@ -66,9 +66,7 @@ def fragment(energy: float, config: JetGunConfig, rng: np.random.Generator) -> l
 
 def shoot_jets(config: JetGunConfig, rng: np.random.Generator) -> tuple[ParticleList, np.ndarray]:
     """Particles of ``n_jets`` jets from one vertex, and the jet axes [n_jets, 3] (E, eta, phi)."""
-    names = np.array(list(JET_SPECIES))
-    weights = np.array(list(JET_SPECIES.values()))
-    weights = weights / weights.sum()
+    names, weights = species_mix(JET_SPECIES)
     vertex = np.array([0.0, 0.0, rng.normal(0.0, config.vertex_sigma_z)])
     particles = ParticleList()
     axes = []

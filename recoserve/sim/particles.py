@@ -54,6 +54,13 @@ DEFAULT_GUN_SPECIES = (
 )  # fmt: skip
 
 
+def species_mix(weights: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """(species names, normalised probabilities) of a mix, for ``rng.choice(names, p=p)``."""
+    names = np.array(list(weights))
+    p = np.array(list(weights.values()), dtype=float)
+    return names, p / p.sum()
+
+
 def shower_energy(species: Species, energy: float) -> float:
     """Energy available to a calorimeter shower: kinetic energy for baryons (their mass is not
     released), total energy plus the annihilation mass for antibaryons, total energy otherwise."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recoserve.sim.particles import SPECIES, ParticleList, p4_from
+from recoserve.sim.particles import SPECIES, ParticleList, p4_from, species_mix
 
 PILEUP_SPECIES = {
     "pi+": 0.28, "pi-": 0.28, "pi0": 0.22, "K+": 0.04, "K-": 0.04, "K0L": 0.03,
@@ -40,9 +40,7 @@ class PileupConfig:
 
 def overlay_pileup(particles: ParticleList, config: PileupConfig, rng: np.random.Generator) -> None:
     """Append the particles of ``config.interactions`` pileup interactions to ``particles``."""
-    names = np.array(list(PILEUP_SPECIES))
-    weights = np.array(list(PILEUP_SPECIES.values()))
-    weights = weights / weights.sum()
+    names, weights = species_mix(PILEUP_SPECIES)
     for interaction in range(1, config.interactions + 1):
         vertex = np.array([0.0, 0.0, rng.normal(0.0, config.vertex_sigma_z)])
         t0 = rng.normal(0.0, config.vertex_sigma_t)
