@@ -1,10 +1,14 @@
-# recoserve: `make test` and (with the serving issue) `make serve` are all a newcomer needs.
+# recoserve: `make serve` and `make test` are all a newcomer needs.
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test lint format bench-sim docs-plots train-clustering evaluate-clustering clean
+PORT_HTTP ?= 8000
+PORT_GRPC ?= 8001
+PORT_METRICS ?= 8002
+
+.PHONY: install serve test lint format bench-sim docs-plots train-clustering evaluate-clustering train-mlpf evaluate-mlpf clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,6 +18,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+serve: $(STAMP)
+	$(VENV)/bin/recoserve serve --http-port $(PORT_HTTP) --grpc-port $(PORT_GRPC) --metrics-port $(PORT_METRICS)
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadfile
@@ -41,10 +48,17 @@ docs-plots: $(STAMP)
 train-clustering: $(STAMP)
 	$(VENV)/bin/recoserve train clustering --minutes 50
 
+train-mlpf: $(STAMP)
+	$(VENV)/bin/recoserve train mlpf --train-events 12000 --validation-events 300 --batch-events 32 --minutes 25
+
+evaluate-mlpf: $(STAMP)
+	$(VENV)/bin/recoserve evaluate mlpf --events 500 -o docs/results
+	$(VENV)/bin/recoserve export mlpf -o exports/mlpf
+
 evaluate-clustering: $(STAMP)
 	$(VENV)/bin/recoserve evaluate clustering --events 200 -o docs/results
 	$(VENV)/bin/recoserve export clustering -o exports/clustering
 	$(PY) benchmarks/clustering_scaling.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build model_repository *.egg-info .pytest_cache .mypy_cache .ruff_cache

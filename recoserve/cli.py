@@ -347,6 +347,41 @@ def train_clustering_command(
     console.print(f"wrote {output} after {metrics['steps']} steps")
 
 
+@train_app.command("mlpf")
+def train_mlpf_command(
+    output: Annotated[Path, typer.Option("-o", "--output", help="Checkpoint to write.")] = Path(
+        "checkpoints/mlpf/mlpf.pt"
+    ),
+    data_dir: Annotated[Path, typer.Option(help="Where the prepared elements are cached.")] = Path(
+        "data/mlpf"
+    ),
+    minutes: Annotated[float, typer.Option(help="Training time budget.")] = 30.0,
+    max_steps: Annotated[int, typer.Option(help="Stop after this many steps.")] = 1_000_000,
+    train_events: Annotated[int, typer.Option(help="Simulated training events.")] = 8000,
+    validation_events: Annotated[int, typer.Option(help="Validation events.")] = 300,
+    batch_events: Annotated[int, typer.Option(help="Events per training step.")] = 16,
+    workers: Annotated[int, typer.Option(help="Processes preparing the events.")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed of the weights and the event order.")] = 1,
+    learning_rate: Annotated[float, typer.Option(help="Peak learning rate (cosine decay).")] = 2e-3,
+) -> None:
+    """Train MLPF on elements from the committed clustering network; writes the checkpoint and
+    <checkpoint>.metrics.json."""
+    from recoserve.train.mlpf import MLPFTrainConfig, train_mlpf
+
+    config = MLPFTrainConfig(
+        seed=seed,
+        train_events=train_events,
+        validation_events=validation_events,
+        batch_events=batch_events,
+        minutes=minutes,
+        max_steps=max_steps,
+        learning_rate=learning_rate,
+        workers=workers,
+    )
+    metrics = train_mlpf(config, data_dir, output, log=console.print)
+    console.print(f"wrote {output} after {metrics['steps']} steps")
+
+
 export_app = typer.Typer(help="Export trained networks (TorchScript, ONNX).", no_args_is_help=True)
 app.add_typer(export_app, name="export")
 evaluate_app = typer.Typer(
@@ -374,12 +409,69 @@ def export_clustering_command(
     (output_dir / "parity.json").write_text(json.dumps(report, indent=2) + "\n")
     for check in report["parity"]:  # type: ignore[attr-defined]
         console.print(
-            f"{check['hits']:>6} hits: "
+            f"{check['rows']:>6} hits: "
             f"|torchscript - eager| {check['torchscript_max_abs_diff']:.1e}, "
             f"|onnx - eager| {check['onnx_max_abs_diff']:.1e} "
             f"(scaled: {check['onnx_max_scaled_diff']:.1e})"
         )
     console.print(f"wrote {report['torchscript']} and {report['onnx']}")
+
+
+@export_app.command("mlpf")
+def export_mlpf_command(
+    output_dir: Annotated[Path, typer.Option("-o", "--output-dir", help="Where to write.")] = Path(
+        "exports/mlpf"
+    ),
+    checkpoint: Annotated[Path, typer.Option(help="Trained checkpoint.")] = Path(
+        "checkpoints/mlpf/mlpf.pt"
+    ),
+) -> None:
+    """TorchScript + ONNX (dynamic number of elements), checked against eager on fresh events."""
+    from recoserve.export.mlpf import export_mlpf
+
+    try:
+        report = export_mlpf(checkpoint, output_dir)
+    except (FileNotFoundError, RuntimeError) as err:
+        raise _fail(str(err)) from None
+    (output_dir / "parity.json").write_text(json.dumps(report, indent=2) + "\n")
+    for check in report["parity"]:  # type: ignore[attr-defined]
+        console.print(
+            f"{check['rows']:>6} elements: "
+            f"|torchscript - eager| {check['torchscript_max_abs_diff']:.1e}, "
+            f"|onnx - eager| {check['onnx_max_abs_diff']:.1e} "
+            f"(scaled: {check['onnx_max_scaled_diff']:.1e})"
+        )
+    console.print(f"wrote {report['torchscript']} and {report['onnx']}")
+
+
+@export_app.command("repository")
+def export_repository_command(
+    output: Annotated[Path, typer.Option("-o", "--output", help="Repository to write.")] = Path(
+        "model_repository"
+    ),
+    flavour: Annotated[
+        str, typer.Option(help="local: bundled CPU Triton, Python backend; ngc: NGC GPU image.")
+    ] = "local",
+    max_batch_size: Annotated[int, typer.Option(help="Events per batch of a public model.")] = 16,
+    instances: Annotated[int, typer.Option(help="Instances of each public model.")] = 2,
+    threads: Annotated[int, typer.Option(help="ONNX Runtime threads per instance.")] = 1,
+    version: Annotated[int, typer.Option(help="Model version directory to write.")] = 1,
+) -> None:
+    """Export both networks (parity-checked) and write the Triton model repository."""
+    from recoserve.export.repository import ServingOptions, build_repository
+
+    if flavour not in ("local", "ngc"):
+        raise _fail(f"--flavour must be local or ngc, not {flavour!r}")
+    options = ServingOptions(
+        max_batch_size=max_batch_size, instances=instances, threads=threads, version=version
+    )
+    try:
+        manifest = build_repository(output, flavour, options)  # type: ignore[arg-type]
+    except (FileNotFoundError, RuntimeError) as err:
+        raise _fail(str(err)) from None
+    console.print(
+        f"wrote the {flavour} repository to {output} ({manifest['network_mode']} networks)"
+    )
 
 
 @evaluate_app.command("clustering")
@@ -405,6 +497,93 @@ def evaluate_clustering_command(
     for key in ("efficiency_above_20GeV", "fake_rate_above_10GeV", "response_median", "resolution"):
         table.add_row(key, f"{report['gravnet'][key]:.3f}", f"{report['clue'][key]:.3f}")
     Console().print(table)
+
+
+@evaluate_app.command("mlpf")
+def evaluate_mlpf_command(
+    events: Annotated[int, typer.Option("--events", "-n", min=1, help="Held-out events.")] = 500,
+    output_dir: Annotated[Path, typer.Option("-o", "--output-dir")] = Path("docs/results"),
+) -> None:
+    """MLPF vs rule-based PF vs truth on held-out events (and on perfect clusters): metrics
+    JSON and plots."""
+    from recoserve.metrics.pf_report import write_report
+
+    try:
+        report = write_report(events, output_dir)
+    except FileNotFoundError as err:
+        raise _fail(str(err)) from None
+    table = Table(title=f"particle flow on {events} held-out events")
+    for column in ("", "MLPF", "rule-based"):
+        table.add_column(column, justify="right")
+    rows = [
+        ("charged hadron efficiency", "classes", "charged_hadron", "efficiency"),
+        ("neutral hadron efficiency", "classes", "neutral_hadron", "efficiency"),
+        ("neutral hadron E resolution", "classes", "neutral_hadron", "energy_resolution"),
+        ("photon efficiency", "classes", "photon", "efficiency"),
+        ("jet pt resolution", "jets", None, "pt_resolution"),
+        ("jet pt response", "jets", None, "pt_response"),
+    ]
+    for label, group, name, key in rows:
+        values = []
+        for algorithm in ("mlpf", "baseline"):
+            block = report[algorithm][group]
+            values.append(f"{(block[name] if name else block)[key]:.3f}")
+        table.add_row(label, *values)
+    table.add_row(
+        "MET resolution (GeV)",
+        f"{report['mlpf']['met']['resolution_xy']:.2f}",
+        f"{report['baseline']['met']['resolution_xy']:.2f}",
+    )
+    Console().print(table)
+
+
+@app.command()
+def serve(
+    repository: Annotated[
+        Path, typer.Option(help="Model repository (exported if missing).")
+    ] = Path("model_repository"),
+    http_port: Annotated[int, typer.Option(help="Triton HTTP port.")] = 8000,
+    grpc_port: Annotated[int, typer.Option(help="Triton gRPC port.")] = 8001,
+    metrics_port: Annotated[int, typer.Option(help="Triton Prometheus metrics port.")] = 8002,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on (0.0.0.0 serves other machines).")
+    ] = "127.0.0.1",
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the models.")] = 300.0,
+) -> None:
+    """Start the embedded Triton (CPU, local flavour) with both public models; Ctrl-C stops it."""
+    from recoserve.export.repository import build_repository, repository_is_current
+    from recoserve.server.triton import Ports, TritonError, TritonServer
+
+    if not repository_is_current(repository):
+        console.print(f"exporting the model repository to {repository} ...")
+        try:
+            build_repository(repository, "local")
+        except (FileNotFoundError, RuntimeError) as err:
+            raise _fail(str(err)) from None
+    server = TritonServer(repository, Ports(http_port, grpc_port, metrics_port), host=host)
+    try:
+        server.launch()
+        console.print(f"starting Triton (log: {server.log_path}) ...")
+        server.wait_ready(timeout)
+    except TritonError as err:
+        server.stop()
+        raise _fail(str(err)) from None
+    table = Table(title="recoserve is serving (Ctrl-C to stop)")
+    table.add_column("endpoint")
+    table.add_column("address")
+    table.add_row("Triton gRPC", f"{host}:{grpc_port}")
+    table.add_row("Triton HTTP", f"http://{host}:{http_port}")
+    table.add_row("Prometheus metrics", f"http://{host}:{metrics_port}/metrics")
+    table.add_row("public models", "hgcal_clustering, event_reco")
+    Console().print(table)
+    try:
+        while server.process is not None and server.process.poll() is None:
+            time.sleep(0.5)
+        raise _fail(f"Triton stopped unexpectedly; end of its log:\n{server.log_tail()}")
+    except KeyboardInterrupt:
+        console.print("stopping ...")
+    finally:
+        server.stop()
 
 
 @app.command()

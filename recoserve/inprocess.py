@@ -1,9 +1,11 @@
-"""In-process reconstruction: the same network and post-processing as the server, no server.
+"""In-process reconstruction: the same networks and post-processing as the server, no server.
 
-``ClusteringPipeline`` runs the clustering network (eager PyTorch, TorchScript or ONNX Runtime)
-and then ``recoserve.postprocess.condensation.condense`` — the code Triton's Python backend
-imports. It is the reference the served results are compared with, and the "physical limit"
-baseline of the benchmarks.
+``ClusteringPipeline`` runs the clustering network and then
+``recoserve.postprocess.condensation.condense``; ``EventRecoPipeline`` continues with
+``recoserve.postprocess.elements``, MLPF and ``recoserve.postprocess.candidates.decode`` — the
+code Triton's Python backends import. They are the reference the served results are compared
+with, and the "physical limit" baseline of the benchmarks. Each network can run as eager
+PyTorch, TorchScript or ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -14,10 +16,42 @@ from typing import Literal
 import numpy as np
 import torch
 
-from recoserve.nn.checkpoint import DEFAULT_CLUSTERING_CHECKPOINT, load_clustering
-from recoserve.postprocess.condensation import Clusters, CondensationThresholds, condense
+from recoserve.nn.checkpoint import (
+    DEFAULT_CLUSTERING_CHECKPOINT,
+    DEFAULT_MLPF_CHECKPOINT,
+    load_clustering,
+    load_mlpf,
+)
+from recoserve.postprocess.chain import OnnxNetwork, cluster_events, decode_events
+from recoserve.postprocess.condensation import Clusters, CondensationThresholds
+from recoserve.postprocess.elements import N_ELEMENT_FEATURES, build_elements
 
 Backend = Literal["torch", "torchscript", "onnx"]
+
+
+class NetworkRunner:
+    """A network as a ``(rows float32 [N, F], segment int64 [N]) -> outputs`` callable, run as
+    eager PyTorch, TorchScript or ONNX Runtime (one thread)."""
+
+    def __init__(
+        self, model: torch.nn.Module, backend: Backend = "torch", exported: str | Path | None = None
+    ) -> None:
+        self.backend = backend
+        self._module: torch.nn.Module | torch.jit.ScriptModule = model
+        self._onnx: OnnxNetwork | None = None
+        if backend == "torchscript":
+            self._module = torch.jit.load(str(exported)) if exported else torch.jit.script(model)
+        elif backend == "onnx":
+            if exported is None:
+                raise ValueError("the onnx backend needs the path of the exported .onnx file")
+            self._onnx = OnnxNetwork(exported, threads=1)
+
+    def __call__(self, rows: np.ndarray, segment: np.ndarray) -> list[np.ndarray]:
+        if self._onnx is not None:
+            return self._onnx(rows, segment)
+        with torch.no_grad():
+            out = self._module(torch.from_numpy(rows), torch.from_numpy(segment))
+        return [o.numpy() for o in out]
 
 
 class ClusteringPipeline:
@@ -33,46 +67,36 @@ class ClusteringPipeline:
         model, tuned, self.info = load_clustering(checkpoint)
         self.thresholds = thresholds or tuned
         self.backend = backend
-        self._model = model
-        self._script: torch.jit.ScriptModule | None = None
-        self._session = None
-        if backend == "torchscript":
-            self._script = torch.jit.load(str(exported)) if exported else torch.jit.script(model)
-        elif backend == "onnx":
-            import onnxruntime as ort
-
-            if exported is None:
-                raise ValueError("the onnx backend needs the path of the exported .onnx file")
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = 1
-            self._session = ort.InferenceSession(
-                str(exported), options, providers=["CPUExecutionProvider"]
-            )
-
-    def network(self, hits: np.ndarray) -> tuple[np.ndarray, ...]:
-        """The six per-hit outputs (beta, ccoords, energy_factor, position, time, class_logits)."""
-        hits = np.ascontiguousarray(hits, dtype=np.float32)
-        n = len(hits)
-        if n == 0:  # no network call for an empty event (the ONNX graph needs N >= 1)
-            dims = (None, 3, None, 2, None, 3)
-            return tuple(np.zeros((0,) if d is None else (0, d), np.float32) for d in dims)
-        segment = np.zeros(n, dtype=np.int64)
-        if self._session is not None:
-            return tuple(self._session.run(None, {"hits": hits, "segment": segment}))
-        module = self._script if self._script is not None else self._model
-        with torch.no_grad():
-            out = module(torch.from_numpy(hits), torch.from_numpy(segment))
-        return tuple(o.numpy() for o in out)
+        self.network = NetworkRunner(model, backend, exported)
 
     def cluster(self, hits: np.ndarray) -> Clusters:
-        beta, ccoords, energy_factor, position, time, logits = self.network(hits)
-        return condense(
-            beta,
-            ccoords,
-            np.asarray(hits)[:, 3],
-            energy_factor,
-            position,
-            time,
-            logits,
-            self.thresholds,
-        )
+        hits = np.asarray(hits, dtype=np.float32).reshape(-1, 5)
+        return cluster_events(self.network, [hits], self.thresholds)[0]
+
+
+class EventRecoPipeline:
+    """hits [N, 5] + tracks [T, 9] -> clusters -> PF elements -> MLPF -> particle candidates."""
+
+    def __init__(
+        self,
+        clustering: ClusteringPipeline | None = None,
+        checkpoint: str | Path = DEFAULT_MLPF_CHECKPOINT,
+        backend: Backend = "torch",
+        exported: str | Path | None = None,
+    ) -> None:
+        self.clustering = clustering or ClusteringPipeline()
+        model, self.info = load_mlpf(checkpoint)
+        self.network = NetworkRunner(model, backend, exported)
+
+    def elements(self, hits: np.ndarray, tracks: np.ndarray) -> tuple[Clusters, np.ndarray]:
+        clusters = self.clustering.cluster(hits)
+        return clusters, build_elements(hits, tracks, clusters)
+
+    def candidates_from_elements(self, elements: np.ndarray) -> np.ndarray:
+        elements = np.asarray(elements, dtype=np.float32).reshape(-1, N_ELEMENT_FEATURES)
+        return decode_events(self.network, [elements])[0]
+
+    def reconstruct(self, hits: np.ndarray, tracks: np.ndarray) -> tuple[Clusters, np.ndarray]:
+        """(clusters, candidates) of one event."""
+        clusters, elements = self.elements(hits, tracks)
+        return clusters, self.candidates_from_elements(elements)

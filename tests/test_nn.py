@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from recoserve.export.clustering import export_onnx, max_abs_difference, run_onnx
+from recoserve.export.clustering import export_onnx
+from recoserve.export.network import max_abs_difference, run_onnx
 from recoserve.nn.gravnet import GravNetConfig, GravNetOC
 from recoserve.nn.knn import sort_order, windowed_knn
 from recoserve.nn.losses import object_condensation_loss

@@ -133,20 +133,21 @@ class Tracks(Table):
     }  # fmt: skip
 
     def features(self) -> np.ndarray:
-        """float32 [T, 8] = (pt, eta, phi, charge, p, x_calo, y_calo, z_calo)."""
-        return np.stack(
-            [
-                self.pt,
-                self.eta,
-                self.phi,
-                self.charge.astype(np.float32),
-                self.p,
-                self.x_calo,
-                self.y_calo,
-                self.z_calo,
-            ],
-            axis=1,
-        )
+        """The model input: float32 [T, 9] = (pt, eta, phi, charge, p, x_calo, y_calo, z_calo,
+        n_layers).
+
+        A track that never reaches the calorimeter (it curls up, or leaves the acceptance) has
+        NaN calo coordinates in the event; here it gets its straight-line direction at the face
+        (|z| = 320 cm) instead, so the served tensor is always finite.
+        """
+        missing = ~np.isfinite(self.z_calo)
+        side = np.where(self.eta >= 0, 1.0, -1.0)
+        rho = 320.0 / np.maximum(np.abs(np.sinh(self.eta)), 1e-3)  # Z_FRONT
+        x = np.where(missing, rho * np.cos(self.phi), self.x_calo)
+        y = np.where(missing, rho * np.sin(self.phi), self.y_calo)
+        z = np.where(missing, 320.0 * side, self.z_calo)
+        columns = [self.pt, self.eta, self.phi, self.charge, self.p, x, y, z, self.n_layers]
+        return np.stack([np.asarray(c, dtype=np.float32) for c in columns], axis=1)
 
 
 @dataclass(eq=False)

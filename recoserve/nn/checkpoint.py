@@ -1,4 +1,4 @@
-"""Saving and loading the clustering checkpoint: weights, model config, thresholds, provenance."""
+"""Saving and loading checkpoints (clustering, MLPF): weights, model config, provenance."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from recoserve.nn.gravnet import GravNetConfig, GravNetOC
+from recoserve.nn.mlpf import MLPF, MLPFConfig
 from recoserve.postprocess.condensation import CondensationThresholds
 
 DEFAULT_CLUSTERING_CHECKPOINT = (
@@ -46,3 +47,34 @@ def load_clustering(
     model.load_state_dict(blob["state_dict"])
     model.eval()
     return model, CondensationThresholds(**blob["thresholds"]), dict(blob["info"])
+
+
+DEFAULT_MLPF_CHECKPOINT = DEFAULT_CLUSTERING_CHECKPOINT.parents[1] / "mlpf" / "mlpf.pt"
+
+
+def save_mlpf(path: str | Path, model: MLPF, info: dict[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {
+            "format": "recoserve-mlpf-1",
+            "config": model.config.to_dict(),
+            "state_dict": model.state_dict(),
+            "info": info,
+        },
+        path,
+    )
+
+
+def load_mlpf(path: str | Path = DEFAULT_MLPF_CHECKPOINT) -> tuple[MLPF, dict[str, Any]]:
+    """(model in eval mode, provenance info) from an MLPF checkpoint."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no MLPF checkpoint at {path}; train one with `recoserve train mlpf`"
+        )
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    model = MLPF(MLPFConfig(**blob["config"]))
+    model.load_state_dict(blob["state_dict"])
+    model.eval()
+    return model, dict(blob["info"])

@@ -1,0 +1,218 @@
+"""The embedded Triton: the tritonserver binary bundled in the ``nvidia-pytriton`` wheel.
+
+That wheel ships Triton 2.51.0 with only the Python backend. To run it outside PyTriton we
+assemble a backend directory (the backend library plus the Python stub built for this
+interpreter), put the wheel's private libraries on LD_LIBRARY_PATH (the stub does not find them
+itself) and this environment's ``bin`` first on PATH (so the stub imports this environment's
+packages, recoserve included).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class TritonError(RuntimeError):
+    """Triton could not be started (the message says why and what to do)."""
+
+
+@dataclass(frozen=True)
+class Ports:
+    http: int = 8000
+    grpc: int = 8001
+    metrics: int = 8002
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(n: int = 3) -> list[int]:
+    """``n`` distinct ports that are free right now (for tests and side-by-side servers)."""
+    sockets = []
+    for _ in range(n):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        sockets.append(sock)
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _pytriton_dir() -> Path:
+    try:
+        import pytriton
+    except ImportError as err:
+        raise TritonError(
+            "the embedded Triton needs the nvidia-pytriton wheel (pip install nvidia-pytriton)"
+        ) from err
+    return Path(pytriton.__file__).parent / "tritonserver"
+
+
+def tritonserver_binary() -> Path:
+    return _pytriton_dir() / "bin" / "tritonserver"
+
+
+def backend_directory(cache: Path | None = None) -> Path:
+    """A backend directory with the Python backend and the stub for this Python version."""
+    base = _pytriton_dir()
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = base / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.exists():
+        raise TritonError(f"the bundled Triton has no Python backend stub for Python {version}")
+    root = cache or Path(sys.prefix) / "share" / "recoserve" / "triton_backends"
+    target = root / "python"
+    target.mkdir(parents=True, exist_ok=True)
+    for source in [*sorted((base / "backends" / "python").glob("*")), stub]:
+        if source.is_file() and not (target / source.name).exists():
+            shutil.copy2(source, target / source.name)
+    return root
+
+
+def triton_environment() -> dict[str, str]:
+    env = dict(os.environ)
+    libs = Path(_pytriton_dir()).parent.parent / "nvidia_pytriton.libs"
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(
+        p for p in (str(libs), env.get("LD_LIBRARY_PATH", "")) if p
+    )
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+@dataclass
+class TritonServer:
+    """A running tritonserver process; use ``start_triton`` (a context manager) or ``launch``."""
+
+    repository: Path
+    ports: Ports = field(default_factory=Ports)
+    log_path: Path | None = None
+    host: str = "127.0.0.1"  # where Triton listens; 0.0.0.0 to serve other machines
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.ports.http}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.ports.grpc}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.metrics}/metrics"
+
+    def launch(self, extra_args: tuple[str, ...] = ()) -> None:
+        if not (self.repository / "hgcal_clustering" / "config.pbtxt").exists():
+            raise TritonError(
+                f"no model repository at {self.repository}; write one with "
+                "`recoserve export repository`"
+            )
+        for label, port in (
+            ("HTTP", self.ports.http),
+            ("gRPC", self.ports.grpc),
+            ("metrics", self.ports.metrics),
+        ):
+            if not port_is_free(port):
+                raise TritonError(
+                    f"the {label} port {port} is taken (another Triton?); choose another with "
+                    f"--{label.lower()}-port"
+                )
+        command = [
+            str(tritonserver_binary()),
+            f"--model-repository={self.repository.resolve()}",
+            f"--backend-directory={backend_directory()}",
+            f"--http-port={self.ports.http}",
+            f"--grpc-port={self.ports.grpc}",
+            f"--metrics-port={self.ports.metrics}",
+            "--allow-metrics=true",
+            "--strict-readiness=true",
+            "--exit-on-error=true",
+            "--log-verbose=0",
+            f"--http-address={self.host}",
+            f"--grpc-address={self.host}",
+            f"--metrics-address={self.host}",
+            *extra_args,
+        ]
+        log = self.log_path or self.repository.parent / "triton.log"
+        self.log_path = log
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "wb") as sink:
+            self.process = subprocess.Popen(
+                command, stdout=sink, stderr=subprocess.STDOUT, env=triton_environment()
+            )
+
+    def is_ready(self) -> bool:
+        try:
+            url = f"http://{self.http_url}/v2/health/ready"
+            with urllib.request.urlopen(url, timeout=1.0) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def log_tail(self, lines: int = 30) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def wait_ready(self, timeout: float = 180.0) -> None:
+        """Block until every model is READY; raises TritonError with the log tail if Triton
+        exits (e.g. a model failed to load) or the timeout passes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise TritonError(
+                    f"tritonserver exited with code {self.process.returncode}; "
+                    f"end of its log ({self.log_path}):\n{self.log_tail()}"
+                )
+            if self.is_ready():
+                return
+            time.sleep(0.25)
+        raise TritonError(f"Triton not ready after {timeout:.0f} s; log:\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@contextlib.contextmanager
+def start_triton(
+    repository: Path,
+    ports: Ports | None = None,
+    log_path: Path | None = None,
+    timeout: float = 180.0,
+    extra_args: tuple[str, ...] = (),
+) -> Iterator[TritonServer]:
+    """Start Triton on ``repository``, wait until ready, stop it on exit."""
+    server = TritonServer(repository, ports or Ports(*free_ports(3)), log_path)
+    server.launch(extra_args)
+    try:
+        server.wait_ready(timeout)
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,279 @@
+"""The served chain on a real, embedded Triton (local flavour) started on free ports."""
+
+from __future__ import annotations
+
+import queue
+import shutil
+import socket
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+from tritonclient.utils import InferenceServerException
+
+from recoserve.export.repository import MODEL_CLASSES, build_repository
+from recoserve.inprocess import ClusteringPipeline, EventRecoPipeline
+from recoserve.postprocess.tensors import MAX_HITS, candidate_table, cluster_table
+from recoserve.server.triton import Ports, TritonError, TritonServer, free_ports, start_triton
+from recoserve.train.mlpf import pf_event
+
+FRESH_SEED = 901  # events no training, tuning or evaluation used
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("serving") / "model_repository"
+    build_repository(path, "local", parity=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(repository: Path) -> Iterator[TritonServer]:
+    with start_triton(repository, log_path=repository.parent / "triton.log") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(server: TritonServer) -> grpcclient.InferenceServerClient:
+    return grpcclient.InferenceServerClient(server.grpc_url)
+
+
+@pytest.fixture(scope="module")
+def reference(repository: Path) -> EventRecoPipeline:
+    """The in-process chain on the very ONNX graphs the repository serves."""
+    clustering = ClusteringPipeline(
+        backend="onnx", exported=repository / "gravnet_oc" / "1" / "model.onnx"
+    )
+    return EventRecoPipeline(
+        clustering, backend="onnx", exported=repository / "mlpf" / "1" / "model.onnx"
+    )
+
+
+def event_inputs(hits: np.ndarray, tracks: np.ndarray | None = None) -> list[grpcclient.InferInput]:
+    tensors = [("HITS", hits)] + ([("TRACKS", tracks)] if tracks is not None else [])
+    inputs = []
+    for name, array in tensors:
+        batch = np.ascontiguousarray(array[None])
+        tensor = grpcclient.InferInput(name, list(batch.shape), "FP32")
+        tensor.set_data_from_numpy(batch)
+        inputs.append(tensor)
+    return inputs
+
+
+def fresh_event(i: int) -> tuple[np.ndarray, np.ndarray]:
+    event = pf_event(FRESH_SEED, i)
+    return event.hits.features(), event.tracks.features()
+
+
+def test_served_chain_equals_in_process(
+    client: grpcclient.InferenceServerClient, reference: EventRecoPipeline
+) -> None:
+    for i in range(3):
+        hits, tracks = fresh_event(i)
+        result = client.infer("event_reco", event_inputs(hits, tracks))
+        clusters, candidates = reference.reconstruct(hits, tracks)
+        assert len(clusters) > 0 and len(candidates) > 0
+        np.testing.assert_array_equal(result.as_numpy("HIT_CLUSTER")[0], clusters.hit_cluster)
+        np.testing.assert_allclose(
+            result.as_numpy("CLUSTERS")[0], cluster_table(hits, clusters), rtol=0, atol=1e-5
+        )
+        np.testing.assert_allclose(
+            result.as_numpy("CANDIDATES")[0], candidate_table(candidates), rtol=0, atol=1e-5
+        )
+        only_clusters = client.infer("hgcal_clustering", event_inputs(hits))
+        np.testing.assert_array_equal(
+            only_clusters.as_numpy("HIT_CLUSTER")[0], clusters.hit_cluster
+        )
+
+
+def test_concurrent_batched_requests_equal_one_at_a_time(
+    server: TritonServer, client: grpcclient.InferenceServerClient
+) -> None:
+    events = [fresh_event(10 + i) for i in range(12)]
+    alone = [client.infer("event_reco", event_inputs(h, t)) for h, t in events]
+    before = _execution_stats(client, "event_reco")
+    done: queue.Queue[tuple[int, object, object]] = queue.Queue()
+    for i, (h, t) in enumerate(events):
+        client.async_infer(
+            "event_reco",
+            event_inputs(h, t),
+            callback=lambda result, error, i=i: done.put((i, result, error)),
+        )
+    together: dict[int, object] = {}
+    for _ in events:
+        i, result, error = done.get(timeout=120)
+        assert error is None, error
+        together[i] = result
+    for _ in range(100):  # Triton updates its statistics just after sending the responses
+        after = _execution_stats(client, "event_reco")
+        inferences, executions = (after[0] - before[0], after[1] - before[1])
+        if inferences >= len(events):
+            break
+        time.sleep(0.1)
+    assert inferences == len(events)
+    assert executions < inferences, "the dynamic batcher never put two events together"
+    # Same cluster indices and candidate identities; floats to 1e-5 (absolute) or float32
+    # round-off (1e-6 relative, for energies of ~100 GeV): a batch changes the GEMM sizes.
+    for i, one in enumerate(alone):
+        batched: grpcclient.InferResult = together[i]  # type: ignore[assignment]
+        np.testing.assert_array_equal(batched.as_numpy("HIT_CLUSTER"), one.as_numpy("HIT_CLUSTER"))
+        for name in ("CLUSTERS", "CANDIDATES"):
+            np.testing.assert_allclose(
+                batched.as_numpy(name), one.as_numpy(name), rtol=1e-6, atol=1e-5
+            )
+        np.testing.assert_array_equal(
+            batched.as_numpy("CANDIDATES")[..., [0, 1, 6, 7]],
+            one.as_numpy("CANDIDATES")[..., [0, 1, 6, 7]],
+        )
+
+
+def _execution_stats(client: grpcclient.InferenceServerClient, model: str) -> tuple[int, int]:
+    stats = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
+    return int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0))
+
+
+def test_empty_and_single_hit_events(client: grpcclient.InferenceServerClient) -> None:
+    empty = client.infer(
+        "event_reco", event_inputs(np.zeros((0, 5), np.float32), np.zeros((0, 9), np.float32))
+    )
+    assert empty.as_numpy("HIT_CLUSTER").shape == (1, 0)
+    assert empty.as_numpy("CLUSTERS").shape == (1, 0, 12)
+    assert empty.as_numpy("CANDIDATES").shape == (1, 0, 9)
+    one_hit = np.array([[40.0, 30.0, 330.0, 0.5, 11.2]], np.float32)
+    single = client.infer("hgcal_clustering", event_inputs(one_hit))
+    assert single.as_numpy("HIT_CLUSTER").shape == (1, 1)
+    assert single.as_numpy("CLUSTERS").shape[2] == 12
+
+
+BAD_HITS = {
+    "wrong dtype": (np.zeros((1, 4, 5), np.float64), "FP64", "data-type"),
+    "wrong width": (np.zeros((1, 4, 4), np.float32), "FP32", "unexpected shape"),
+    "NaN": (np.full((1, 4, 5), np.nan, np.float32), "FP32", "non-finite"),
+    "inf": (np.array([[[1, 2, 330, np.inf, 11]]], np.float32), "FP32", "non-finite"),
+    "negative energy": (np.array([[[1, 2, 330, -1, 11]]], np.float32), "FP32", "negative"),
+    "oversize": (np.zeros((1, MAX_HITS + 1, 5), np.float32), "FP32", "more than the limit"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_HITS))
+def test_bad_input_is_refused_and_the_server_keeps_serving(
+    client: grpcclient.InferenceServerClient, case: str
+) -> None:
+    array, dtype, message = BAD_HITS[case]
+    tensor = grpcclient.InferInput("HITS", list(array.shape), dtype)
+    tensor.set_data_from_numpy(array)
+    with pytest.raises(InferenceServerException) as err:
+        client.infer("hgcal_clustering", [tensor])
+    assert err.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert message in err.value.message()
+    hits, _ = fresh_event(0)
+    assert client.infer("hgcal_clustering", event_inputs(hits)).as_numpy("HIT_CLUSTER").size > 0
+
+
+def test_bad_tracks_are_named(client: grpcclient.InferenceServerClient) -> None:
+    hits, tracks = fresh_event(1)
+    tracks[0, 4] = np.nan
+    with pytest.raises(InferenceServerException) as err:
+        client.infer("event_reco", event_inputs(hits, tracks))
+    assert err.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "TRACKS" in err.value.message() and "row 0, column 4" in err.value.message()
+
+
+def test_http_endpoint_and_metrics_report_requests(server: TritonServer) -> None:
+    http = httpclient.InferenceServerClient(server.http_url)
+    assert http.is_model_ready("hgcal_clustering") and http.is_model_ready("event_reco")
+    hits, _ = fresh_event(2)
+    tensor = httpclient.InferInput("HITS", [1, *hits.shape], "FP32")
+    tensor.set_data_from_numpy(hits[None])
+    assert http.infer("hgcal_clustering", [tensor]).as_numpy("HIT_CLUSTER").shape == (1, len(hits))
+    with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    success = {
+        line.split('model="')[1].split('"')[0]: float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("nv_inference_request_success{")
+    }
+    assert success["hgcal_clustering"] >= 1
+    assert "event_reco" in success
+
+
+def test_internal_models_are_callable(client: grpcclient.InferenceServerClient) -> None:
+    hits, _ = fresh_event(3)
+    segment = grpcclient.InferInput("SEGMENT", [len(hits)], "INT64")
+    segment.set_data_from_numpy(np.zeros(len(hits), np.int64))
+    raw = grpcclient.InferInput("HITS", list(hits.shape), "FP32")
+    raw.set_data_from_numpy(hits)
+    out = client.infer("gravnet_oc", [raw, segment])
+    assert out.as_numpy("BETA").shape == (len(hits),)
+    assert out.as_numpy("CCOORDS").shape == (len(hits), 3)
+
+
+def test_port_taken_and_broken_model_give_clear_errors(repository: Path, tmp_path: Path) -> None:
+    http, grpc, metrics = free_ports(3)
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", grpc))
+        blocker.listen()
+        with pytest.raises(TritonError, match=f"gRPC port {grpc} is taken"):
+            TritonServer(repository, Ports(http, grpc, metrics)).launch()
+    broken = tmp_path / "broken"
+    shutil.copytree(repository, broken)
+    (broken / "mlpf" / "1" / "model.onnx").write_bytes(b"not an onnx graph")
+    with (
+        pytest.raises(TritonError, match="mlpf"),
+        start_triton(broken, log_path=tmp_path / "triton.log", timeout=120),
+    ):
+        pass
+    with pytest.raises(TritonError, match="no model repository"):
+        TritonServer(tmp_path / "missing").launch()
+
+
+def test_bls_network_mode_gives_the_same_results(
+    repository: Path, client: grpcclient.InferenceServerClient, tmp_path: Path
+) -> None:
+    """The ngc flavour's public models call gravnet_oc / mlpf through BLS; check that path on
+    the CPU with a local repository built in BLS mode."""
+    bls = tmp_path / "bls"
+    build_repository(bls, "local", network_mode="bls", parity=False)
+    hits, tracks = fresh_event(4)
+    inline = client.infer("event_reco", event_inputs(hits, tracks))
+    with start_triton(bls, log_path=tmp_path / "triton.log") as server:
+        other = grpcclient.InferenceServerClient(server.grpc_url)
+        result = other.infer("event_reco", event_inputs(hits, tracks))
+    for name in ("HIT_CLUSTER", "CLUSTERS", "CANDIDATES"):
+        np.testing.assert_array_equal(result.as_numpy(name), inline.as_numpy(name))
+
+
+def test_ngc_flavour_matches_the_local_contracts(repository: Path, tmp_path: Path) -> None:
+    ngc = tmp_path / "ngc"
+    build_repository(ngc, "ngc", parity=False)
+
+    def parse(root: Path, name: str) -> model_config_pb2.ModelConfig:
+        return text_format.Parse(
+            (root / name / "config.pbtxt").read_text(), model_config_pb2.ModelConfig()
+        )
+
+    for name in MODEL_CLASSES:
+        local, gpu = parse(repository, name), parse(ngc, name)
+        assert [(t.name, t.data_type, list(t.dims)) for t in local.input] == [
+            (t.name, t.data_type, list(t.dims)) for t in gpu.input
+        ]
+        assert [(t.name, t.data_type, list(t.dims)) for t in local.output] == [
+            (t.name, t.data_type, list(t.dims)) for t in gpu.output
+        ]
+        assert local.max_batch_size == gpu.max_batch_size
+        if name in ("gravnet_oc", "mlpf"):
+            assert gpu.backend == "onnxruntime"
+            assert gpu.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+            assert (ngc / name / "1" / "model.onnx").exists()
+            assert not (ngc / name / "1" / "model.py").exists()
+        else:
+            assert gpu.backend == "python"
+            assert (ngc / name / "1" / "model.py").exists()
+    assert parse(ngc, "event_reco").parameters["network_mode"].string_value == "bls"
