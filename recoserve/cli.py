@@ -538,6 +538,95 @@ def evaluate_mlpf_command(
 
 
 @app.command()
+def reconstruct(
+    source: Annotated[Path, typer.Argument(help="Event file (.parquet or .root).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Parquet file to write.")],
+    server: Annotated[
+        list[str] | None,
+        typer.Option("--server", "-s", help="Triton gRPC address (repeat for failover)."),
+    ] = None,
+    clusters: Annotated[
+        bool, typer.Option(help="Also write clusters and hit assignments.")
+    ] = False,
+    in_flight: Annotated[int, typer.Option(min=1, help="Requests in flight on the stream.")] = 8,
+    chunk: Annotated[int, typer.Option(min=1, help="Events per resumable chunk.")] = 64,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for one answer.")] = 60.0,
+    compression: Annotated[
+        str | None, typer.Option(help="gRPC compression: gzip or deflate.")
+    ] = None,
+    stop_after: Annotated[
+        int | None, typer.Option(help="Stop after this many new events (resume later).")
+    ] = None,
+    tree: TreeOption = "events",
+    mapping: MapOption = None,
+) -> None:
+    """Send every event of a file to recoserve and write its particle candidates to Parquet.
+
+    Resumes an interrupted run (finished chunks in OUTPUT.parts are kept); exits with code 1
+    and a summary if events failed.
+    """
+    from recoserve.client import RecoClient, RecoError
+    from recoserve.client.jobs import run_reconstruction
+    from recoserve.events.root import parse_mapping
+
+    servers = server or ["127.0.0.1:8001"]
+    try:
+        client = RecoClient(servers, timeout=timeout, compression=compression)
+    except ValueError as err:
+        raise _fail(str(err)) from None
+    with (
+        client,
+        Progress(
+            TextColumn("[bold]reconstruct"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+            console=console,
+        ) as bar,
+    ):
+        task = bar.add_task("events", total=None, rate="")
+        started = time.perf_counter()
+        count = [0]
+
+        def advance(n: int) -> None:
+            count[0] += n
+            rate = count[0] / max(time.perf_counter() - started, 1e-9)
+            bar.update(task, advance=n, rate=f"{rate:.1f} events/s")
+
+        try:
+            summary = run_reconstruction(
+                source,
+                output,
+                client,
+                clusters=clusters,
+                chunk=chunk,
+                in_flight=in_flight,
+                tree=tree,
+                mapping=parse_mapping(mapping or []),
+                progress=advance,
+                stop_after=stop_after,
+            )
+        except (OSError, ValueError, KeyError, RecoError) as err:
+            raise _fail(str(err)) from None
+    rate = summary.reconstructed / max(summary.seconds, 1e-9)
+    console.print(
+        f"{summary.events} events: {summary.done_before} done before, "
+        f"{summary.reconstructed} reconstructed now ({rate:.1f} events/s), "
+        f"{len(summary.failed)} failed"
+    )
+    if summary.failed:
+        for index, message in sorted(summary.failed.items())[:10]:
+            console.print(f"  event {index}: {message}")
+        console.print("run the same command again to retry the failed events")
+        raise typer.Exit(code=1)
+    if output.exists() and not output.with_name(output.name + ".parts").exists():
+        console.print(f"wrote {output}")
+    else:
+        console.print(f"partial results in {output}.parts; run again to finish")
+
+
+@app.command()
 def serve(
     repository: Annotated[
         Path, typer.Option(help="Model repository (exported if missing).")

@@ -7,7 +7,6 @@ import shutil
 import socket
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,19 +24,6 @@ from recoserve.server.triton import Ports, TritonError, TritonServer, free_ports
 from recoserve.train.mlpf import pf_event
 
 FRESH_SEED = 901  # events no training, tuning or evaluation used
-
-
-@pytest.fixture(scope="module")
-def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("serving") / "model_repository"
-    build_repository(path, "local", parity=False)
-    return path
-
-
-@pytest.fixture(scope="module")
-def server(repository: Path) -> Iterator[TritonServer]:
-    with start_triton(repository, log_path=repository.parent / "triton.log") as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,200 @@
+"""`AsyncRecoClient`: the asyncio counterpart of ``RecoClient`` (tritonclient.grpc.aio).
+
+Same contract as the synchronous client — typed results, input validation before sending,
+retries with backoff on transient errors only, several servers with health-based failover, gRPC
+compression, TLS, the model check — for services that must not block an event loop (the REST
+gateway). ``reconstruct_many`` keeps ``in_flight`` requests running concurrently and yields
+``Outcome`` objects as they complete. Shared memory is left to the synchronous client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recoserve.client.results import ClusterResult, RecoResult, decode_result
+from recoserve.client.sync import (
+    CLUSTER_OUTPUTS,
+    RECO_OUTPUTS,
+    ModelMismatch,
+    Outcome,
+    RecoError,
+    _message,
+    event_arrays,
+    is_transient,
+)
+from recoserve.events.model import Event
+from recoserve.postprocess.tensors import InvalidInput
+
+
+class _AsyncServer:
+    def __init__(self, url: str, options: dict[str, Any]) -> None:
+        import tritonclient.grpc.aio as aio
+
+        self.url = url
+        self.client = aio.InferenceServerClient(url, **options)
+        self.down_until = 0.0
+
+    async def healthy(self, model: str) -> bool:
+        try:
+            return bool(
+                await self.client.is_server_ready() and await self.client.is_model_ready(model)
+            )
+        except Exception:
+            return False
+
+
+class AsyncRecoClient:
+    """Asyncio client of the recoserve Triton models."""
+
+    def __init__(
+        self,
+        servers: str | list[str] = "127.0.0.1:8001",
+        *,
+        timeout: float = 60.0,
+        retries: int = 3,
+        backoff: float = 0.2,
+        cooldown: float = 10.0,
+        compression: str | None = None,
+        ssl: bool = False,
+        root_certificates: str | Path | None = None,
+        private_key: str | Path | None = None,
+        certificate_chain: str | Path | None = None,
+        expected_checkpoints: dict[str, str] | None = None,
+    ) -> None:
+        urls = [servers] if isinstance(servers, str) else list(servers)
+        if not urls:
+            raise ValueError("give at least one server URL")
+        if compression not in (None, "gzip", "deflate"):
+            raise ValueError("compression must be None, 'gzip' or 'deflate'")
+        options: dict[str, Any] = {"ssl": ssl}
+        for key, value in (
+            ("root_certificates", root_certificates),
+            ("private_key", private_key),
+            ("certificate_chain", certificate_chain),
+        ):
+            if value is not None:
+                options[key] = str(value)
+        self.servers = [_AsyncServer(u, options) for u in urls]
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.cooldown = cooldown
+        self.compression = compression
+        self.expected_checkpoints = expected_checkpoints
+        self._checked: set[str] = set()
+
+    async def cluster(self, event: Event | np.ndarray) -> ClusterResult:
+        pair = event if isinstance(event, Event) else (event, np.zeros((0, 9), np.float32))
+        hits, _ = event_arrays(pair)
+        return await self._call("hgcal_clustering", {"HITS": hits}, CLUSTER_OUTPUTS)
+
+    async def reconstruct(self, event: Event | tuple[np.ndarray, np.ndarray]) -> RecoResult:
+        hits, tracks = event_arrays(event)
+        result = await self._call("event_reco", {"HITS": hits, "TRACKS": tracks}, RECO_OUTPUTS)
+        assert isinstance(result, RecoResult)
+        return result
+
+    async def reconstruct_many(
+        self, events: Iterable[Event | tuple[np.ndarray, np.ndarray]], in_flight: int = 8
+    ) -> AsyncIterator[Outcome]:
+        """Yields one Outcome per event as they complete (bounded concurrency)."""
+        queue: asyncio.Queue[Outcome] = asyncio.Queue()
+        limit = asyncio.Semaphore(in_flight)
+
+        async def one(index: int, event: Event | tuple[np.ndarray, np.ndarray]) -> None:
+            async with limit:
+                try:
+                    await queue.put(Outcome(index, await self.reconstruct(event)))
+                except (RecoError, InvalidInput) as err:
+                    await queue.put(Outcome(index, error=str(err)))
+
+        tasks = [asyncio.create_task(one(i, e)) for i, e in enumerate(events)]
+        try:
+            for _ in tasks:
+                yield await queue.get()
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def check_model(self, model: str = "event_reco") -> dict[str, str]:
+        server = await self._pick(model)
+        return await self._check(server, model)
+
+    async def close(self) -> None:
+        for server in self.servers:
+            with contextlib.suppress(Exception):
+                await server.client.close()
+
+    async def __aenter__(self) -> AsyncRecoClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _check(self, server: _AsyncServer, model: str) -> dict[str, str]:
+        config = (await server.client.get_model_config(model, as_json=True))["config"]
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        for key, expected in (self.expected_checkpoints or {}).items():
+            if params.get(key) != expected:
+                raise ModelMismatch(
+                    f"{server.url} serves {model} with {key}={params.get(key)!r}, "
+                    f"this job expects {expected!r}"
+                )
+        return params
+
+    async def _pick(self, model: str) -> _AsyncServer:
+        now = time.monotonic()
+        for server in sorted(self.servers, key=lambda s: s.down_until > now):
+            if server.down_until > now and any(s.down_until <= now for s in self.servers):
+                continue
+            if await server.healthy(model):
+                if self.expected_checkpoints and server.url not in self._checked:
+                    await self._check(server, model)
+                    self._checked.add(server.url)
+                return server
+            server.down_until = now + self.cooldown
+        raise RecoError(f"no healthy server with {model} among {[s.url for s in self.servers]}")
+
+    async def _call(
+        self, model: str, tensors: dict[str, np.ndarray], names: tuple[str, ...]
+    ) -> ClusterResult | RecoResult:
+        import tritonclient.grpc.aio as aio
+
+        last: Exception | None = None
+        for attempt in range(self.retries + 1):
+            try:
+                server = await self._pick(model)
+            except ModelMismatch:
+                raise
+            except RecoError as err:  # no healthy server right now: wait and look again
+                last = err
+                await asyncio.sleep(self.backoff * 2**attempt)
+                continue
+            inputs = []
+            for name, array in tensors.items():
+                tensor = aio.InferInput(name, [1, *array.shape], "FP32")
+                tensor.set_data_from_numpy(np.ascontiguousarray(array[None]))
+                inputs.append(tensor)
+            try:
+                result = await server.client.infer(
+                    model,
+                    inputs,
+                    outputs=[aio.InferRequestedOutput(n) for n in names],
+                    client_timeout=self.timeout,
+                    compression_algorithm=self.compression,
+                )
+                return decode_result({n: result.as_numpy(n)[0] for n in names}, server.url)
+            except Exception as err:
+                if not is_transient(err):
+                    raise RecoError(f"{model} on {server.url}: {_message(err)}") from err
+                last = err
+                server.down_until = time.monotonic() + self.cooldown
+                await asyncio.sleep(self.backoff * 2**attempt)
+        raise RecoError(f"{model} failed after {self.retries + 1} attempts: {_message(last)}")

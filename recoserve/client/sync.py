@@ -1,0 +1,452 @@
+"""`RecoClient`: what a reconstruction job uses to send events to recoserve's Triton over gRPC.
+
+- ``cluster(event)`` / ``reconstruct(event)``: one event, typed result.
+- ``reconstruct_many(events)``: gRPC streaming with a bounded number of requests in flight;
+  yields ``Outcome(index, result, error)`` as results arrive, each matched to its event by
+  request id. If a server fails mid-stream, the unanswered events are sent again to the next
+  healthy server; an event is yielded exactly once.
+- Several servers: the first healthy one (server and model ready) in the given order is used; a
+  server that fails with a transient error is skipped for ``cooldown`` seconds (failover).
+- Retries with exponential backoff on transient errors only (UNAVAILABLE, RESOURCE_EXHAUSTED,
+  DEADLINE_EXCEEDED, ABORTED); a bad input is never retried.
+- System shared memory for the tensors when the server is on this host (a loopback address and
+  a region that registers); otherwise, or if registering fails (remote server, load balancer),
+  plain gRPC. ``shared_memory="never"|"auto"|"always"``.
+- Optional gRPC compression ("gzip", "deflate") and TLS (``ssl=True`` plus PEM files).
+- ``check_model()``: the served model's checkpoint hashes against the expected ones.
+- Inputs are validated before sending (shape, dtype, finite values), with the messages the
+  server would give.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import time
+import uuid
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recoserve.client.results import ClusterResult, RecoResult, decode_result
+from recoserve.events.model import Event
+from recoserve.postprocess.tensors import InvalidInput, check_hits, check_tracks
+
+TRANSIENT = frozenset(
+    {
+        "StatusCode.UNAVAILABLE",
+        "StatusCode.RESOURCE_EXHAUSTED",
+        "StatusCode.DEADLINE_EXCEEDED",
+        "StatusCode.ABORTED",
+    }
+)
+CLUSTER_OUTPUTS = ("HIT_CLUSTER", "CLUSTERS")
+RECO_OUTPUTS = ("HIT_CLUSTER", "CLUSTERS", "CANDIDATES")
+LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+class RecoError(RuntimeError):
+    """A request that failed for good (after retries, on every server)."""
+
+
+class ModelMismatch(RecoError):
+    """The served model is not the one this job expects."""
+
+
+@dataclass
+class Outcome:
+    """One event of ``reconstruct_many``: its index in the input, and a result or an error."""
+
+    index: int
+    result: RecoResult | None = None
+    error: str | None = None
+
+
+def event_arrays(
+    event: Event | tuple[np.ndarray, np.ndarray] | np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(hits [N, 5], tracks [T, 9]) float32 from an Event, a (hits, tracks) pair or hits alone;
+    raises InvalidInput naming the problem."""
+    if isinstance(event, Event):
+        hits, tracks = event.hits.features(), event.tracks.features()
+    elif isinstance(event, tuple):
+        hits, tracks = event
+    else:
+        hits, tracks = event, np.zeros((0, 9), np.float32)
+    return check_hits(np.asarray(hits)), check_tracks(np.asarray(tracks))
+
+
+def is_transient(error: Exception) -> bool:
+    status = getattr(error, "status", lambda: None)()
+    return status in TRANSIENT or (status is None and "unavailable" in str(error).lower())
+
+
+def _grpc() -> Any:
+    import tritonclient.grpc as grpcclient
+
+    return grpcclient
+
+
+class _Server:
+    """One Triton endpoint: its client, health state and shared-memory regions."""
+
+    def __init__(self, url: str, options: dict[str, Any]) -> None:
+        self.url = url
+        self.client = _grpc().InferenceServerClient(url, **options)
+        self.down_until = 0.0
+        self.shm: _SharedMemory | None = None
+        self.shm_failed = False
+
+    def healthy(self, model: str) -> bool:
+        try:
+            return bool(self.client.is_server_ready() and self.client.is_model_ready(model))
+        except Exception:
+            return False
+
+
+class _SharedMemory:
+    """Input and output system shared-memory regions of one server, grown when needed."""
+
+    def __init__(self, client: Any) -> None:
+        import tritonclient.utils.shared_memory as shm
+
+        self.shm = shm
+        self.client = client
+        self.tag = uuid.uuid4().hex[:12]
+        self.size = 0
+        self.regions: dict[str, Any] = {}
+
+    def ensure(self, size: int) -> None:
+        if size <= self.size:
+            return
+        self.close()
+        self.size = max(size, 1 << 20)
+        for kind in ("in", "out"):
+            name = f"recoserve_{self.tag}_{kind}"
+            handle = self.shm.create_shared_memory_region(name, f"/{name}", self.size)
+            self.regions[kind] = handle
+            self.client.register_system_shared_memory(name, f"/{name}", self.size)
+
+    def close(self) -> None:
+        for kind, handle in self.regions.items():
+            name = f"recoserve_{self.tag}_{kind}"
+            with contextlib.suppress(Exception):
+                self.client.unregister_system_shared_memory(name)
+            with contextlib.suppress(Exception):
+                self.shm.destroy_shared_memory_region(handle)
+        self.regions = {}
+        self.size = 0
+
+
+class RecoClient:
+    """Synchronous client of the recoserve Triton models (see the module docstring)."""
+
+    def __init__(
+        self,
+        servers: str | list[str] = "127.0.0.1:8001",
+        *,
+        timeout: float = 60.0,
+        retries: int = 3,
+        backoff: float = 0.2,
+        cooldown: float = 10.0,
+        shared_memory: str = "auto",
+        compression: str | None = None,
+        ssl: bool = False,
+        root_certificates: str | Path | None = None,
+        private_key: str | Path | None = None,
+        certificate_chain: str | Path | None = None,
+        expected_checkpoints: dict[str, str] | None = None,
+    ) -> None:
+        urls = [servers] if isinstance(servers, str) else list(servers)
+        if not urls:
+            raise ValueError("give at least one server URL")
+        if shared_memory not in ("never", "auto", "always"):
+            raise ValueError("shared_memory must be 'never', 'auto' or 'always'")
+        if compression not in (None, "gzip", "deflate"):
+            raise ValueError("compression must be None, 'gzip' or 'deflate'")
+        options: dict[str, Any] = {"ssl": ssl}
+        for key, value in (
+            ("root_certificates", root_certificates),
+            ("private_key", private_key),
+            ("certificate_chain", certificate_chain),
+        ):
+            if value is not None:
+                options[key] = str(value)
+        self.servers = [_Server(u, options) for u in urls]
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.cooldown = cooldown
+        self.shared_memory = shared_memory
+        self.compression = compression
+        self.expected_checkpoints = expected_checkpoints
+        self._checked: set[str] = set()
+
+    # -- public API -----------------------------------------------------------------------
+
+    def cluster(self, event: Event | np.ndarray) -> ClusterResult:
+        """Clusters of one event (an Event or its HITS array [N, 5])."""
+        hits, _ = event_arrays(
+            event if not isinstance(event, np.ndarray) else (event, np.zeros((0, 9), np.float32))
+        )
+        return self._call("hgcal_clustering", {"HITS": hits}, CLUSTER_OUTPUTS)
+
+    def reconstruct(self, event: Event | tuple[np.ndarray, np.ndarray]) -> RecoResult:
+        """Clusters and particle candidates of one event (an Event or (hits, tracks))."""
+        hits, tracks = event_arrays(event)
+        result = self._call("event_reco", {"HITS": hits, "TRACKS": tracks}, RECO_OUTPUTS)
+        assert isinstance(result, RecoResult)
+        return result
+
+    def check_model(
+        self, model: str = "event_reco", server: _Server | None = None
+    ) -> dict[str, str]:
+        """The served model's checkpoint hashes; raises ModelMismatch if they differ from
+        ``expected_checkpoints`` (keys ``clustering_sha256``, ``mlpf_sha256``)."""
+        target = server or self._pick(model)
+        config = target.client.get_model_config(model, as_json=True)["config"]
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        for key, expected in (self.expected_checkpoints or {}).items():
+            if params.get(key) != expected:
+                raise ModelMismatch(
+                    f"{target.url} serves {model} with {key}={params.get(key)!r}, "
+                    f"this job expects {expected!r}"
+                )
+        return params
+
+    def reconstruct_many(
+        self, events: Iterable[Event | tuple[np.ndarray, np.ndarray]], in_flight: int = 8
+    ) -> Iterator[Outcome]:
+        """Stream events over gRPC; yields one Outcome per event, in completion order."""
+        source = enumerate(events)
+        todo: list[tuple[int, dict[str, np.ndarray]]] = []  # events to (re)send
+        pending: dict[int, dict[str, np.ndarray]] = {}
+        exhausted = False
+        failures = 0
+        while True:
+            server = self._pick("event_reco")
+            answers: queue.Queue[tuple[int, Any, Any]] = queue.Queue()
+            server.client.start_stream(
+                callback=lambda result, error, q=answers: q.put((-1, result, error)),
+                compression_algorithm=self.compression,
+            )
+            broken = False
+            try:
+                while not broken:
+                    while len(pending) < in_flight and (todo or not exhausted):
+                        if todo:
+                            index, tensors = todo.pop(0)
+                        else:
+                            try:
+                                index, event = next(source)
+                            except StopIteration:
+                                exhausted = True
+                                break
+                            try:
+                                hits, tracks = event_arrays(event)
+                            except InvalidInput as err:
+                                yield Outcome(index, error=str(err))
+                                continue
+                            tensors = {"HITS": hits, "TRACKS": tracks}
+                        pending[index] = tensors
+                        server.client.async_stream_infer(
+                            "event_reco",
+                            self._inputs(tensors),
+                            outputs=self._outputs(RECO_OUTPUTS),
+                            request_id=str(index),
+                        )
+                    if not pending:
+                        return
+                    try:
+                        _, result, error = answers.get(timeout=self.timeout)
+                    except queue.Empty:
+                        error = TimeoutError(f"no answer from {server.url} in {self.timeout} s")
+                        result = None
+                    if error is None:
+                        index = int(result.get_response().id)
+                        if index in pending:
+                            del pending[index]
+                            outputs = {n: result.as_numpy(n)[0] for n in RECO_OUTPUTS}
+                            yield Outcome(index, decode_result(outputs, server.url))  # type: ignore[arg-type]
+                        continue
+                    request_id = _request_id(error)
+                    if request_id is not None and not is_transient(error):
+                        pending.pop(request_id, None)
+                        yield Outcome(request_id, error=str(error))
+                        continue
+                    broken = True  # the server or the stream failed: resend what is pending
+            finally:
+                with contextlib.suppress(Exception):
+                    server.client.stop_stream(cancel_requests=True)
+            server.down_until = time.monotonic() + self.cooldown
+            failures += 1
+            if failures > self.retries * len(self.servers):
+                for index in sorted(pending):
+                    yield Outcome(index, error=f"gave up after {failures} failed streams")
+                return
+            todo = sorted(pending.items()) + todo
+            pending = {}
+
+    def close(self) -> None:
+        for server in self.servers:
+            if server.shm is not None:
+                server.shm.close()
+            with contextlib.suppress(Exception):
+                server.client.close()
+
+    def __enter__(self) -> RecoClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _pick(self, model: str) -> _Server:
+        """The first server that is not cooling down and is healthy."""
+        now = time.monotonic()
+        for server in sorted(self.servers, key=lambda s: s.down_until > now):
+            if server.down_until > now and any(s.down_until <= now for s in self.servers):
+                continue
+            if server.healthy(model):
+                if self.expected_checkpoints and server.url not in self._checked:
+                    self.check_model(model, server)
+                    self._checked.add(server.url)
+                return server
+            server.down_until = now + self.cooldown
+        raise RecoError(f"no healthy server with {model} among {[s.url for s in self.servers]}")
+
+    def _inputs(self, tensors: dict[str, np.ndarray]) -> list[Any]:
+        grpcclient = _grpc()
+        inputs = []
+        for name, array in tensors.items():
+            tensor = grpcclient.InferInput(name, [1, *array.shape], "FP32")
+            tensor.set_data_from_numpy(np.ascontiguousarray(array[None]))
+            inputs.append(tensor)
+        return inputs
+
+    def _outputs(self, names: tuple[str, ...]) -> list[Any]:
+        return [_grpc().InferRequestedOutput(n) for n in names]
+
+    def _use_shm(self, server: _Server) -> bool:
+        if self.shared_memory == "never" or server.shm_failed:
+            return False
+        host = server.url.rsplit(":", 1)[0]
+        return self.shared_memory == "always" or host in LOOPBACK
+
+    def _call(
+        self, model: str, tensors: dict[str, np.ndarray], names: tuple[str, ...]
+    ) -> ClusterResult | RecoResult:
+        last: Exception | None = None
+        for attempt in range(self.retries + 1):
+            try:
+                server = self._pick(model)
+            except ModelMismatch:
+                raise
+            except RecoError as err:  # no healthy server right now: wait and look again
+                last = err
+                time.sleep(self.backoff * 2**attempt)
+                continue
+            try:
+                if self._use_shm(server):
+                    try:
+                        return self._call_shm(server, model, tensors, names)
+                    except _ShmUnavailable:
+                        server.shm_failed = True  # e.g. behind a load balancer: plain gRPC
+                result = server.client.infer(
+                    model,
+                    self._inputs(tensors),
+                    outputs=self._outputs(names),
+                    client_timeout=self.timeout,
+                    compression_algorithm=self.compression,
+                )
+                return decode_result({n: result.as_numpy(n)[0] for n in names}, server.url)
+            except Exception as err:
+                if not is_transient(err):
+                    raise RecoError(f"{model} on {server.url}: {_message(err)}") from err
+                last = err
+                server.down_until = time.monotonic() + self.cooldown
+                time.sleep(self.backoff * 2**attempt)
+        raise RecoError(f"{model} failed after {self.retries + 1} attempts: {_message(last)}")
+
+    def _call_shm(
+        self, server: _Server, model: str, tensors: dict[str, np.ndarray], names: tuple[str, ...]
+    ) -> ClusterResult | RecoResult:
+        grpcclient = _grpc()
+        n_hits = len(tensors["HITS"])
+        n_tracks = len(tensors.get("TRACKS", ()))
+        in_bytes = sum(a.nbytes for a in tensors.values())
+        # upper bounds: K <= N clusters, P <= T + K candidates
+        out_sizes = {
+            "HIT_CLUSTER": 8 * n_hits,
+            "CLUSTERS": 4 * 12 * n_hits,
+            "CANDIDATES": 4 * 9 * (n_hits + n_tracks),
+        }
+        out_bytes = sum(out_sizes[n] for n in names)
+        try:
+            if server.shm is None:
+                server.shm = _SharedMemory(server.client)
+            server.shm.ensure(max(in_bytes, out_bytes) + 64)
+        except Exception as err:
+            raise _ShmUnavailable(str(err)) from err
+        region = server.shm
+        inputs = []
+        offset = 0
+        for name, array in tensors.items():
+            tensor = grpcclient.InferInput(name, [1, *array.shape], "FP32")
+            region.shm.set_shared_memory_region(region.regions["in"], [array], offset=offset)
+            tensor.set_shared_memory(f"recoserve_{region.tag}_in", array.nbytes, offset=offset)
+            inputs.append(tensor)
+            offset += array.nbytes
+        outputs = []
+        offset = 0
+        for name in names:
+            out = grpcclient.InferRequestedOutput(name)
+            out.set_shared_memory(
+                f"recoserve_{region.tag}_out", max(out_sizes[name], 8), offset=offset
+            )
+            outputs.append((name, out, offset))
+            offset += max(out_sizes[name], 8)
+        result = server.client.infer(
+            model, inputs, outputs=[o for _, o, _ in outputs], client_timeout=self.timeout
+        )
+        arrays: dict[str, np.ndarray] = {}
+        for name, _, off in outputs:
+            meta = result.get_output(name)
+            shape = list(meta.shape)
+            dtype = np.int64 if meta.datatype == "INT64" else np.float32
+            arrays[name] = region.shm.get_contents_as_numpy(
+                region.regions["out"], dtype, shape, offset=off
+            )[0].copy()
+        return decode_result(arrays, server.url)
+
+
+class _ShmUnavailable(RuntimeError):
+    pass
+
+
+def _request_id(error: Exception) -> int | None:
+    """The request id an error of a streamed request belongs to, if it says."""
+    text = str(error)
+    if "request id:" in text:
+        with contextlib.suppress(ValueError):
+            return int(text.split("request id:")[1].split("]")[0].strip())
+    return None
+
+
+def _message(error: Exception | None) -> str:
+    if error is None:
+        return "unknown error"
+    message = getattr(error, "message", None)
+    return str(message() if callable(message) else error)
+
+
+def quiet_shared_memory_import() -> None:
+    """tritonclient 2.51 imports the deprecated pkg_resources; silence its warning once."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import tritonclient.utils.shared_memory  # noqa: F401

@@ -1,0 +1,233 @@
+"""The client library and `recoserve reconstruct`, against real embedded Tritons."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from recoserve.client import AsyncRecoClient, ModelMismatch, RecoClient, RecoError, RecoResult
+from recoserve.events.parquet import write_events
+from recoserve.inprocess import ClusteringPipeline, EventRecoPipeline
+from recoserve.postprocess.tensors import InvalidInput
+from recoserve.server.triton import TritonServer, free_ports, start_triton
+from recoserve.train.mlpf import pf_event
+
+FRESH_SEED = 921
+
+
+@pytest.fixture(scope="module")
+def events() -> list:
+    return [pf_event(FRESH_SEED, i) for i in range(24)]
+
+
+@pytest.fixture(scope="module")
+def client(server: TritonServer):
+    with RecoClient(server.grpc_url, shared_memory="never") as plain:
+        yield plain
+
+
+def same(a: RecoResult, b: RecoResult, exact: bool = True) -> None:
+    """Equal results: identical cluster indices and candidate identities; floats identical, or
+    (``exact=False``, when the server batched one of them with other events) to 1e-5 or float32
+    round-off."""
+    np.testing.assert_array_equal(a.hit_cluster, b.hit_cluster)
+    for x, y in ((a.clusters, b.clusters), (a.candidates, b.candidates)):
+        assert x.dtype == y.dtype and len(x) == len(y)
+        for name in x.dtype.names:
+            if exact or x.dtype[name].kind in "iu":
+                np.testing.assert_array_equal(x[name], y[name], err_msg=name)
+            else:
+                np.testing.assert_allclose(x[name], y[name], rtol=1e-6, atol=1e-5, err_msg=name)
+
+
+def test_typed_results_equal_the_in_process_chain(
+    client: RecoClient, repository: Path, events: list
+) -> None:
+    clustering = ClusteringPipeline(
+        backend="onnx", exported=repository / "gravnet_oc" / "1" / "model.onnx"
+    )
+    chain = EventRecoPipeline(
+        clustering, backend="onnx", exported=repository / "mlpf" / "1" / "model.onnx"
+    )
+    event = events[0]
+    result = client.reconstruct(event)
+    clusters, candidates = chain.reconstruct(event.hits.features(), event.tracks.features())
+    np.testing.assert_array_equal(result.hit_cluster, clusters.hit_cluster)
+    np.testing.assert_array_equal(result.candidates["pdg"], candidates["pdg"])
+    np.testing.assert_allclose(result.candidates["energy"], candidates["energy"], atol=1e-5)
+    np.testing.assert_allclose(result.clusters["energy"], clusters.energy, atol=1e-5)
+    assert list(result.clusters["seed"]) == list(clusters.seed)
+    only = client.cluster(event)
+    np.testing.assert_array_equal(only.hit_cluster, clusters.hit_cluster)
+    assert len(result.to_awkward()) == len(candidates)
+    assert list(result.to_pandas()["pdg"]) == list(candidates["pdg"])
+
+
+def test_shared_memory_equals_plain_grpc(
+    server: TritonServer, client: RecoClient, events: list
+) -> None:
+    with RecoClient(server.grpc_url, shared_memory="always") as shm:
+        for event in events[:3]:
+            same(shm.reconstruct(event), client.reconstruct(event))
+        assert shm.servers[0].shm is not None and not shm.servers[0].shm_failed
+        status = shm.servers[0].client.get_system_shared_memory_status(as_json=True)
+        assert len(status.get("regions", {})) == 2  # input and output regions registered
+    # auto mode on a loopback address uses shared memory too
+    with RecoClient(server.grpc_url) as auto:
+        auto.reconstruct(events[0])
+        assert auto.servers[0].shm is not None
+
+
+def test_streaming_maps_every_result_to_its_event(client: RecoClient, events: list) -> None:
+    alone = [client.reconstruct(e) for e in events[:8]]
+    outcomes = list(client.reconstruct_many(events[:8], in_flight=3))
+    assert sorted(o.index for o in outcomes) == list(range(8))
+    for outcome in outcomes:
+        assert outcome.error is None and outcome.result is not None
+        same(outcome.result, alone[outcome.index], exact=False)
+
+
+def test_stopping_one_of_two_servers_loses_and_duplicates_nothing(
+    repository: Path, events: list, tmp_path: Path
+) -> None:
+    with (
+        start_triton(repository, log_path=tmp_path / "a.log") as a,
+        start_triton(repository, log_path=tmp_path / "b.log") as b,
+        RecoClient([a.grpc_url, b.grpc_url], shared_memory="never", timeout=30) as two,
+    ):
+        served_by: list[tuple[int, str]] = []
+        for outcome in two.reconstruct_many(events, in_flight=4):
+            assert outcome.result is not None, outcome.error
+            served_by.append((outcome.index, outcome.result.server))
+            if len(served_by) == 6:
+                assert a.process is not None
+                a.process.kill()  # a crash, not a graceful stop
+    indices = [i for i, _ in served_by]
+    assert sorted(indices) == list(range(len(events)))  # none lost, none twice
+    servers = Counter(s for _, s in served_by)
+    assert servers[a.grpc_url] >= 1 and servers[b.grpc_url] >= len(events) - 6
+
+
+def test_failover_retries_and_errors(server: TritonServer, events: list) -> None:
+    dead = f"127.0.0.1:{free_ports(1)[0]}"
+    with RecoClient([dead, server.grpc_url], shared_memory="never", backoff=0.01) as c:
+        assert c.reconstruct(events[1]).server == server.grpc_url
+    with RecoClient([dead], retries=2, backoff=0.01) as nobody, pytest.raises(RecoError):
+        nobody.reconstruct(events[1])
+    hits = events[1].hits.features()
+    hits[3, 4] = np.inf
+    with RecoClient(server.grpc_url) as c, pytest.raises(InvalidInput, match="row 3, column 4"):
+        c.reconstruct((hits, events[1].tracks.features()))
+
+
+def test_model_check_and_compression(server: TritonServer, events: list) -> None:
+    with RecoClient(server.grpc_url, compression="gzip", shared_memory="never") as c:
+        params = c.check_model()
+        assert c.reconstruct(events[2]).candidates.size > 0
+    expected = {"clustering_sha256": params["clustering_sha256"]}
+    with RecoClient(server.grpc_url, expected_checkpoints=expected) as c:
+        c.reconstruct(events[2])
+    with (
+        RecoClient(server.grpc_url, expected_checkpoints={"mlpf_sha256": "0" * 64}) as c,
+        pytest.raises(ModelMismatch, match="mlpf_sha256"),
+    ):
+        c.reconstruct(events[2])
+
+
+def test_tls(repository: Path, tmp_path: Path, events: list) -> None:
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    tls = (
+        "--grpc-use-ssl=true",
+        f"--grpc-server-cert={cert}",
+        f"--grpc-server-key={key}",
+        f"--grpc-root-cert={cert}",
+    )
+    with start_triton(repository, log_path=tmp_path / "tls.log", extra_args=tls) as secure:
+        with RecoClient(secure.grpc_url.replace("127.0.0.1", "localhost"), ssl=True,
+                        root_certificates=cert, shared_memory="never") as c:  # fmt: skip
+            assert c.reconstruct(events[3]).candidates.size > 0
+        with RecoClient(secure.grpc_url, retries=0) as insecure, pytest.raises(RecoError):
+            insecure.reconstruct(events[3])
+
+
+def test_async_client(server: TritonServer, client: RecoClient, events: list) -> None:
+    async def run() -> tuple[RecoResult, list]:
+        async with AsyncRecoClient(server.grpc_url) as aio:
+            one = await aio.reconstruct(events[4])
+            many = [o async for o in aio.reconstruct_many(events[:5], in_flight=2)]
+            return one, many
+
+    one, many = asyncio.run(run())
+    same(one, client.reconstruct(events[4]), exact=False)
+    assert sorted(o.index for o in many) == list(range(5))
+    for outcome in many:
+        assert outcome.result is not None
+        same(outcome.result, client.reconstruct(events[outcome.index]), exact=False)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "recoserve.cli", *args], capture_output=True, text=True, timeout=600
+    )
+
+
+def test_reconstruct_cli_resumes_to_the_same_output(
+    server: TritonServer, events: list, tmp_path: Path
+) -> None:
+    source = tmp_path / "events.parquet"
+    write_events(source, events[:10])
+    whole, resumed = tmp_path / "whole.parquet", tmp_path / "resumed.parquet"
+    common = ["--server", server.grpc_url, "--clusters", "--chunk", "3"]
+    assert _cli("reconstruct", str(source), "-o", str(whole), *common).returncode == 0
+    first = _cli("reconstruct", str(source), "-o", str(resumed), *common, "--stop-after", "5")
+    assert first.returncode == 0 and not resumed.exists()
+    assert "partial results" in first.stderr
+    second = _cli("reconstruct", str(source), "-o", str(resumed), *common)
+    assert second.returncode == 0, second.stderr
+    assert "5 done before, 5 reconstructed now" in " ".join(second.stderr.split())
+    a, b = pq.read_table(whole), pq.read_table(resumed)
+    assert a.column("index").to_pylist() == list(range(10))
+    assert a.schema == b.schema
+    for name in ("index", "event_id", "hit_cluster"):
+        assert a.column(name).to_pylist() == b.column(name).to_pylist()
+    # which events shared a server-side batch differs between the runs: floats agree to
+    # float32 round-off, everything else exactly
+    for name in ("candidates", "clusters"):
+        xs, ys = a.column(name).to_pylist(), b.column(name).to_pylist()
+        assert [len(e) for e in xs] == [len(e) for e in ys]
+        for event_x, event_y in zip(xs, ys, strict=True):
+            for row_x, row_y in zip(event_x, event_y, strict=True):
+                assert row_x.keys() == row_y.keys()
+                for key in row_x:
+                    if isinstance(row_x[key], int):
+                        assert row_x[key] == row_y[key], key
+                    else:
+                        assert row_x[key] == pytest.approx(row_y[key], rel=1e-6, abs=1e-5), key
+
+
+def test_reconstruct_cli_reports_failed_events(
+    server: TritonServer, events: list, tmp_path: Path
+) -> None:
+    broken = copy.deepcopy(events[5])
+    broken.hits.energy[0] = np.nan
+    source = tmp_path / "broken.parquet"
+    write_events(source, [events[6], broken])
+    result = _cli("reconstruct", str(source), "-o", str(tmp_path / "out.parquet"),
+                  "--server", server.grpc_url)  # fmt: skip
+    assert result.returncode == 1
+    assert "1 failed" in result.stderr and "event 1" in result.stderr
+    assert "non-finite" in result.stderr

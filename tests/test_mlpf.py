@@ -1,0 +1,210 @@
+"""MLPF: elements, truth association, decoding, the rule-based baseline, the committed model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from recoserve.baselines.pf import PFParams, link_tracks, rule_based_pf
+from recoserve.export.mlpf import export_mlpf
+from recoserve.export.network import PARITY_TOLERANCE
+from recoserve.inprocess import ClusteringPipeline, EventRecoPipeline
+from recoserve.metrics.pf import PFAccumulator, antikt_jets, match, missing_pt
+from recoserve.nn.checkpoint import DEFAULT_MLPF_CHECKPOINT, load_mlpf
+from recoserve.postprocess.candidates import (
+    CHARGED_HADRON,
+    ELECTRON,
+    MUON,
+    NEUTRAL_HADRON,
+    NONE,
+    PHOTON,
+    decode,
+)
+from recoserve.postprocess.elements import (
+    CLUSTER,
+    COLUMN,
+    N_ELEMENT_FEATURES,
+    TRACK,
+    build_elements,
+    track_elements,
+)
+from recoserve.train.mlpf import pf_event
+from recoserve.train.pf_targets import element_targets, pf_truth, truth_clusters
+
+FRESH_SEED = 911
+
+
+def element(kind: float, **values: float) -> np.ndarray:
+    row = np.zeros(N_ELEMENT_FEATURES, np.float32)
+    row[COLUMN["type"]] = kind
+    row[COLUMN["z"]] = 320.0
+    row[COLUMN["cos_phi"]] = 1.0
+    for name, value in values.items():
+        row[COLUMN[name]] = value
+    return row
+
+
+def test_decoding_of_hand_built_outputs() -> None:
+    elements = np.stack(
+        [
+            element(TRACK, pt=10, energy=40, charge=-1),
+            element(TRACK, pt=5, energy=20, charge=1),
+            element(CLUSTER, pt=3, energy=12),
+            element(CLUSTER, pt=1, energy=4),
+        ]
+    )
+    logits = np.full((4, 6), -5.0, np.float32)
+    logits[0, ELECTRON] = 5  # a track may be an electron
+    logits[1, PHOTON] = 9  # ... but never a photon: the best allowed class wins
+    logits[1, MUON] = 2
+    logits[2, CHARGED_HADRON] = 9  # a cluster is never charged
+    logits[2, NEUTRAL_HADRON] = 3
+    logits[3, NONE] = 5
+    regression = np.array(
+        [[10, 2.0, 0, 1, 40], [5, 2.1, 1, 0, 20], [3, -2.0, 0, -1, 12], [1, 2, 0, 1, 4]],
+        np.float32,
+    )
+    out = decode(elements, logits, regression)
+    assert list(out["element"]) == [0, 1, 2]
+    assert list(out["class_id"]) == [ELECTRON, MUON, NEUTRAL_HADRON]
+    assert list(out["pdg"]) == [11, -13, 130]  # e- is 11, mu+ is -13
+    assert list(out["charge"]) == [-1, 1, 0]
+    np.testing.assert_allclose(out["phi"], [0.0, np.pi / 2, np.pi], atol=1e-6)
+    np.testing.assert_allclose(out["energy"], [40, 20, 12])
+    assert np.all((out["probability"] > 0.5) & (out["probability"] <= 1))
+
+
+def test_baseline_on_a_hand_built_event() -> None:
+    elements = np.stack(
+        [
+            element(TRACK, pt=10, energy=20, charge=1, x=50, y=0),  # pion into a hadron shower
+            element(TRACK, pt=15, energy=30, charge=-1, x=-80, y=10),  # electron
+            element(TRACK, pt=20, energy=40, charge=1, x=0, y=90),  # muon
+            element(CLUSTER, pt=20, energy=45, x=51, y=0.5, p_hadron=0.9, width=3, em_fraction=0.3),
+            element(CLUSTER, pt=15, energy=29, x=-80.5, y=10, p_em=0.95, width=1, em_fraction=1),
+            element(CLUSTER, pt=1, energy=2, x=0, y=90.3, p_mip=0.9, width=0.5, em_fraction=0.5),
+            element(CLUSTER, pt=5, energy=10, x=0, y=-100, p_em=0.9, width=1, em_fraction=1),
+        ]
+    )
+    assert list(link_tracks(elements, PFParams())[:3]) == [3, 4, 5]
+    out = rule_based_pf(elements)
+    by_element = {int(c["element"]): c for c in out}
+    assert by_element[0]["class_id"] == CHARGED_HADRON and by_element[0]["pdg"] == 211
+    assert by_element[1]["class_id"] == ELECTRON and by_element[1]["pdg"] == 11
+    assert by_element[2]["class_id"] == MUON
+    # the hadron cluster holds 25 GeV more than the track: a neutral hadron of the excess
+    assert by_element[3]["class_id"] == NEUTRAL_HADRON
+    assert by_element[3]["energy"] == pytest.approx(25.0)
+    assert 4 not in by_element and 5 not in by_element  # used by the electron and the muon
+    assert by_element[6]["class_id"] == PHOTON and by_element[6]["energy"] == pytest.approx(10)
+
+
+def test_tracks_that_miss_the_calorimeter_get_a_finite_position() -> None:
+    event = pf_event(FRESH_SEED, 0)
+    event.tracks.x_calo[0] = np.nan
+    event.tracks.y_calo[0] = np.nan
+    event.tracks.z_calo[0] = np.nan
+    features = event.tracks.features()
+    assert np.isfinite(features).all()
+    assert abs(features[0, 7]) == 320.0
+    assert np.isfinite(track_elements(features)).all()
+
+
+def test_truth_association_covers_every_reconstructable_particle() -> None:
+    event = pf_event(FRESH_SEED, 1)
+    truth = pf_truth(event)
+    clusters = truth_clusters(event)
+    cls, reg = element_targets(event, truth, clusters)
+    n_tracks = len(event.tracks)
+    tracked = truth.track >= 0
+    assert (cls[truth.track[tracked]] == truth.class_id[tracked]).all()
+    # with perfect clusters every untracked truth particle is the target of a cluster
+    assert (cls[n_tracks:] != NONE).sum() == (~tracked).sum()
+    np.testing.assert_allclose(reg[cls != NONE, 4].sum(), truth.energy.sum(), rtol=1e-5)
+
+
+def test_metrics_on_a_perfect_reconstruction() -> None:
+    rng = np.random.default_rng(3)
+    n = 40
+    truth = {
+        "class_id": rng.choice([CHARGED_HADRON, NEUTRAL_HADRON, PHOTON], n),
+        "pt": rng.uniform(1, 50, n),
+        "eta": rng.uniform(1.6, 2.9, n) * rng.choice([-1, 1], n),
+        "phi": rng.uniform(-np.pi, np.pi, n),
+    }
+    truth["energy"] = truth["pt"] * np.cosh(truth["eta"])
+    reco = np.zeros(n, dtype=decode(np.zeros((0, 19)), np.zeros((0, 6)), np.zeros((0, 5))).dtype)
+    for name in ("class_id", "pt", "eta", "phi", "energy"):
+        reco[name] = truth[name]
+    acc = PFAccumulator()
+    acc.add(truth, reco)
+    summary = acc.summary()
+    assert summary["classes"]["charged_hadron"]["efficiency"] == 1.0
+    assert summary["classes"]["photon"]["fake_rate"] == 0.0
+    assert summary["jets"]["pt_response"] == pytest.approx(1.0, abs=1e-4)
+    assert summary["met"]["resolution_xy"] == pytest.approx(0.0, abs=1e-3)
+    jets = antikt_jets(truth["pt"], truth["eta"], truth["phi"], truth["energy"])
+    assert len(jets) >= 1 and (jets[:, 0] > 20).all()
+    rows, cols = match(
+        np.array([2.0, 2.5]), np.array([0.0, 1.0]), np.array([2.51]), np.array([1.0]), 0.1
+    )
+    assert list(rows) == [1] and list(cols) == [0]
+    np.testing.assert_allclose(missing_pt(np.array([10.0]), np.array([0.0])), [-10.0, 0.0])
+
+
+@pytest.fixture(scope="module")
+def fresh_elements() -> list[np.ndarray]:
+    clustering = ClusteringPipeline()
+    out = []
+    for i in range(4):
+        event = pf_event(FRESH_SEED, 10 + i)
+        hits = event.hits.features()
+        out.append(build_elements(hits, event.tracks.features(), clustering.cluster(hits)))
+    return out
+
+
+def test_an_event_gives_the_same_candidates_alone_or_in_a_batch(
+    fresh_elements: list[np.ndarray],
+) -> None:
+    model, _ = load_mlpf()
+    counts = [len(e) for e in fresh_elements]
+    rows = torch.from_numpy(np.concatenate(fresh_elements))
+    segment = torch.from_numpy(np.repeat(np.arange(len(counts)), counts))
+    with torch.no_grad():
+        batched = model(rows, segment)
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        for i, elements in enumerate(fresh_elements):
+            alone = model(torch.from_numpy(elements), torch.zeros(len(elements), dtype=torch.int64))
+            part = slice(offsets[i], offsets[i + 1])
+            for a, b in zip(alone, batched, strict=True):
+                np.testing.assert_allclose(a.numpy(), b[part].numpy(), rtol=1e-5, atol=1e-5)
+            np.testing.assert_array_equal(
+                decode(elements, alone[0].numpy(), alone[1].numpy()),
+                decode(elements, batched[0][part].numpy(), batched[1][part].numpy()),
+            )
+
+
+def test_committed_checkpoint_and_export_parity(tmp_path_factory: pytest.TempPathFactory) -> None:
+    model, info = load_mlpf()
+    metrics = json.loads(DEFAULT_MLPF_CHECKPOINT.with_suffix(".metrics.json").read_text())
+    assert info["steps"] == metrics["steps"] > 100
+    assert metrics["config"]["model"] == model.config.to_dict()
+    report = export_mlpf(DEFAULT_MLPF_CHECKPOINT, tmp_path_factory.mktemp("mlpf"))
+    assert float(report["max_scaled_diff"]) <= PARITY_TOLERANCE  # type: ignore[arg-type]
+    assert len(report["parity"]) == 4  # type: ignore[arg-type]
+
+
+def test_in_process_chain_finds_the_charged_hadrons() -> None:
+    pipeline = EventRecoPipeline()
+    event = pf_event(FRESH_SEED, 20)
+    truth = pf_truth(event)
+    _, candidates = pipeline.reconstruct(event.hits.features(), event.tracks.features())
+    charged = candidates[candidates["class_id"] == CHARGED_HADRON]
+    true_charged = truth.class_id == CHARGED_HADRON
+    rows, _ = match(
+        truth.eta[true_charged], truth.phi[true_charged], charged["eta"], charged["phi"], 0.1
+    )
+    assert len(rows) >= 0.8 * true_charged.sum()
