@@ -1,0 +1,210 @@
+"""Request and response bodies of the REST gateway: JSON, Arrow IPC and npz.
+
+Request formats (selected by Content-Type):
+
+- ``application/json``: ``{"hits": [[x, y, z, energy, time], ...], "tracks": [[9 numbers],
+  ...]}``; a batch is ``{"events": [event, ...]}``. NaN/Infinity tokens are refused.
+- ``application/vnd.apache.arrow.stream``: an Arrow IPC stream of one record batch with the hit
+  columns x, y, z, energy, time (float32) — and, for reconstruction, a second record batch with
+  the track columns (pt, eta, phi, charge, p, x_calo, y_calo, z_calo, n_layers).
+- ``application/x-npz``: a numpy ``.npz`` archive with arrays ``hits`` [N, 5] and ``tracks``
+  [T, 9] (float32 or float64).
+
+Responses (selected by Accept): JSON (default), or the same binary formats with arrays
+``hit_cluster``, ``clusters`` and ``candidates`` (npz) or record batches (Arrow IPC stream: hits
+assignment, clusters, candidates — in that order).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from recoserve.client.results import ClusterResult, RecoResult
+from recoserve.postprocess.elements import TRACK_FEATURES
+from recoserve.postprocess.tensors import HIT_FEATURES
+
+JSON = "application/json"
+ARROW = "application/vnd.apache.arrow.stream"
+NPZ = "application/x-npz"
+MEDIA_TYPES = (JSON, ARROW, NPZ)
+
+
+class BodyError(ValueError):
+    """A request body that cannot be read; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _no_constants(token: str) -> float:
+    raise BodyError(f"JSON body contains {token}: only finite numbers are accepted")
+
+
+def parse_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw, parse_constant=_no_constants)
+    except BodyError:
+        raise
+    except (ValueError, UnicodeDecodeError) as err:
+        raise BodyError(f"malformed JSON body: {err}", 400) from None
+
+
+def table_from_json(value: Any, name: str, width: int, required: bool) -> np.ndarray:
+    """float32 [N, width] from a JSON list of rows; errors name the field and the row."""
+    if value is None:
+        if required:
+            raise BodyError(f"missing field '{name}' (a list of [{width} numbers] rows)")
+        return np.zeros((0, width), np.float32)
+    if not isinstance(value, list):
+        raise BodyError(f"'{name}' must be a list of rows, got {type(value).__name__}")
+    for i, row in enumerate(value):
+        if not isinstance(row, list) or len(row) != width:
+            raise BodyError(f"'{name}[{i}]' must be a list of {width} numbers")
+        for j, item in enumerate(row):
+            if isinstance(item, bool) or not isinstance(item, int | float):
+                raise BodyError(f"'{name}[{i}][{j}]' must be a number, got {json.dumps(item)}")
+            if not math.isfinite(item):
+                raise BodyError(f"'{name}[{i}][{j}]' is not finite")
+    return np.asarray(value, dtype=np.float32).reshape(-1, width)
+
+
+def event_from_json(value: Any, where: str = "body") -> tuple[np.ndarray, np.ndarray]:
+    if not isinstance(value, dict):
+        raise BodyError(f"{where} must be a JSON object with 'hits' (and 'tracks')")
+    unknown = set(value) - {"hits", "tracks"}
+    if unknown:
+        raise BodyError(f"{where} has unknown fields {sorted(unknown)}; allowed: hits, tracks")
+    hits = table_from_json(value.get("hits"), "hits", len(HIT_FEATURES), required=True)
+    tracks = table_from_json(value.get("tracks"), "tracks", len(TRACK_FEATURES), required=False)
+    return hits, tracks
+
+
+def events_from_body(raw: bytes, content_type: str, batch: bool) -> list[tuple[np.ndarray, ...]]:
+    """The events of a request body: one, or the list of a batch request."""
+    kind = content_type.split(";")[0].strip().lower()
+    if kind == JSON:
+        value = parse_json(raw)
+        if not batch:
+            return [event_from_json(value)]
+        if not isinstance(value, dict) or not isinstance(value.get("events"), list):
+            raise BodyError("a batch body must be {\"events\": [event, ...]}")
+        return [event_from_json(e, f"events[{i}]") for i, e in enumerate(value["events"])]
+    if batch:
+        raise BodyError("batch requests take JSON bodies; send binary events one by one", 415)
+    if kind == NPZ:
+        return [_from_npz(raw)]
+    if kind == ARROW:
+        return [_from_arrow(raw)]
+    raise BodyError(
+        f"unsupported Content-Type {content_type!r}; use one of {', '.join(MEDIA_TYPES)}", 415
+    )
+
+
+def _from_npz(raw: bytes) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+    except Exception as err:
+        raise BodyError(f"unreadable npz body: {err}", 400) from None
+    if "hits" not in arrays:
+        raise BodyError("npz body has no array 'hits'")
+    out = []
+    for name, width in (("hits", 5), ("tracks", 9)):
+        array = arrays.get(name, np.zeros((0, width), np.float32))
+        if array.dtype.kind != "f":
+            raise BodyError(f"npz array '{name}' must be float32 or float64, got {array.dtype}")
+        if array.ndim != 2 or array.shape[1] != width:
+            raise BodyError(f"npz array '{name}' must have shape [N, {width}], got {list(array.shape)}")
+        out.append(array.astype(np.float32))
+    return out[0], out[1]
+
+
+def _columns(batch: pa.RecordBatch, names: tuple[str, ...], what: str) -> np.ndarray:
+    missing = [n for n in names if n not in batch.schema.names]
+    if missing:
+        raise BodyError(f"Arrow {what} batch lacks columns {missing}")
+    try:
+        return np.stack(
+            [batch.column(n).to_numpy(zero_copy_only=False).astype(np.float32) for n in names],
+            axis=1,
+        ).reshape(-1, len(names))
+    except (pa.ArrowInvalid, ValueError, TypeError) as err:
+        raise BodyError(f"Arrow {what} columns must be numeric without nulls: {err}") from None
+
+
+def _from_arrow(raw: bytes) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        batches = list(pa.ipc.open_stream(raw))
+    except (pa.ArrowInvalid, OSError) as err:
+        raise BodyError(f"unreadable Arrow IPC stream: {err}", 400) from None
+    if not batches:
+        raise BodyError("Arrow stream has no record batch of hits")
+    hits = _columns(batches[0], HIT_FEATURES, "hits")
+    tracks = (
+        _columns(batches[1], TRACK_FEATURES, "tracks")
+        if len(batches) > 1
+        else np.zeros((0, 9), np.float32)
+    )
+    return hits, tracks
+
+
+def result_to_json(result: ClusterResult) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "hit_cluster": result.hit_cluster.tolist(),
+        "clusters": _records(result.clusters),
+    }
+    if isinstance(result, RecoResult):
+        out["candidates"] = _records(result.candidates)
+    return out
+
+
+def _records(array: np.ndarray) -> list[dict[str, Any]]:
+    names = array.dtype.names or ()
+    return [dict(zip(names, row.tolist(), strict=True)) for row in array]
+
+
+def result_to_npz(result: ClusterResult) -> bytes:
+    buffer = io.BytesIO()
+    arrays = {"hit_cluster": result.hit_cluster, "clusters": result.clusters}
+    if isinstance(result, RecoResult):
+        arrays["candidates"] = result.candidates
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def result_to_arrow(result: ClusterResult) -> bytes:
+    """Arrow IPC stream: hit assignments, clusters, candidates (each its own schema, so three
+    streams concatenated would be invalid; instead one stream of a single batch per table is
+    written back to back with a length prefix — see ``read_arrow_result``)."""
+    tables = [pa.record_batch({"hit_cluster": result.hit_cluster})]
+    tables.append(pa.record_batch({n: result.clusters[n] for n in result.clusters.dtype.names or ()}))
+    if isinstance(result, RecoResult):
+        tables.append(
+            pa.record_batch({n: result.candidates[n] for n in result.candidates.dtype.names or ()})
+        )
+    out = io.BytesIO()
+    for batch in tables:
+        sink = io.BytesIO()
+        with pa.ipc.new_stream(sink, batch.schema) as writer:
+            writer.write_batch(batch)
+        payload = sink.getvalue()
+        out.write(len(payload).to_bytes(8, "little"))
+        out.write(payload)
+    return out.getvalue()
+
+
+def read_arrow_result(raw: bytes) -> list[pa.RecordBatch]:
+    """The tables of an Arrow response (hit assignments, clusters[, candidates])."""
+    batches, offset = [], 0
+    while offset < len(raw):
+        size = int.from_bytes(raw[offset : offset + 8], "little")
+        batches.append(pa.ipc.open_stream(raw[offset + 8 : offset + 8 + size]).read_next_batch())
+        offset += 8 + size
+    return batches

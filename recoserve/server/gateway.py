@@ -1,0 +1,370 @@
+"""The REST gateway: FastAPI in front of Triton, for web clients, notebooks and other languages.
+
+Endpoints (OpenAPI at ``/docs``):
+
+- ``POST /v1/cluster``, ``POST /v1/reconstruct``: one event; ``POST /v1/reconstruct/batch``:
+  several (JSON). Bodies and responses in JSON, Arrow IPC or npz (``recoserve.server.bodies``).
+- ``POST /v1/simulate``: a simulated event for the event display (bounded size).
+- ``GET /healthz`` (the gateway runs), ``GET /readyz`` (Triton and both public models ready),
+  ``GET /metrics`` (Prometheus: requests by endpoint and status, latency histogram).
+- ``GET /``: the event display.
+
+It calls Triton through ``AsyncRecoClient`` (pooled async gRPC channels), so the event loop never
+blocks on inference. Only the two public models are reachable: Triton's admin APIs (model
+control, shared memory, logging) are not proxied. Validation limits, API keys or JWT bearer
+tokens, per-key rate limiting and CORS are set by ``GatewaySettings``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from recoserve.client.aio import AsyncRecoClient
+from recoserve.client.results import ClusterResult
+from recoserve.client.sync import RecoError
+from recoserve.postprocess.tensors import InvalidInput, check_hits, check_tracks
+from recoserve.server import bodies
+
+HIT_ROW = {"type": "array", "items": {"type": "number"}, "minItems": 5, "maxItems": 5}
+TRACK_ROW = {"type": "array", "items": {"type": "number"}, "minItems": 9, "maxItems": 9}
+EVENT_SCHEMA = {
+    "type": "object",
+    "required": ["hits"],
+    "additionalProperties": False,
+    "properties": {
+        "hits": {"type": "array", "items": HIT_ROW, "description": "x, y, z (cm), E (GeV), t (ns)"},
+        "tracks": {
+            "type": "array",
+            "items": TRACK_ROW,
+            "description": "pt, eta, phi, charge, p, x_calo, y_calo, z_calo, n_layers",
+        },
+    },
+}
+BATCH_SCHEMA = {
+    "type": "object",
+    "required": ["events"],
+    "additionalProperties": False,
+    "properties": {"events": {"type": "array", "items": EVENT_SCHEMA}},
+}
+
+
+@dataclass
+class GatewaySettings:
+    triton: list[str] = field(default_factory=lambda: ["127.0.0.1:8001"])
+    api_keys: frozenset[str] = frozenset()  # empty: no API-key check
+    jwt_secret: str | None = None  # HS256 bearer tokens accepted when set
+    rate_limit_per_minute: int = 600  # per key (or per client address without keys)
+    max_hits: int = 500_000
+    max_tracks: int = 20_000
+    max_events_per_batch: int = 64
+    max_body_bytes: int = 64 * 1024 * 1024
+    cors_origins: tuple[str, ...] = ()
+    simulate_max_particles: int = 200
+    timeout: float = 60.0
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys) or self.jwt_secret is not None
+
+
+class GatewayError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class RateLimiter:
+    """Sliding one-minute window per key."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self.calls: dict[str, deque[float]] = defaultdict(deque)
+
+    def allow(self, key: str) -> bool:
+        now = time.monotonic()
+        window = self.calls[key]
+        while window and now - window[0] > 60.0:
+            window.popleft()
+        if len(window) >= self.per_minute:
+            return False
+        window.append(now)
+        return True
+
+
+def _request_body(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    content: dict[str, Any] = {"application/json": {"schema": schema}}
+    if schema is EVENT_SCHEMA:
+        content[bodies.ARROW] = binary
+        content[bodies.NPZ] = binary
+    return {"requestBody": {"required": True, "description": description, "content": content}}
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or GatewaySettings()
+    app = FastAPI(
+        title="recoserve gateway",
+        version="1",
+        description="Particle reconstruction as a service: REST in front of Triton.",
+    )
+    registry = CollectorRegistry()
+    requests_total = Counter(
+        "recoserve_gateway_requests", "Requests by endpoint and status", ["endpoint", "status"],
+        registry=registry,
+    )  # fmt: skip
+    latency = Histogram(
+        "recoserve_gateway_latency_seconds", "Request latency", ["endpoint"], registry=registry,
+        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    )  # fmt: skip
+    limiter = RateLimiter(settings.rate_limit_per_minute)
+    state: dict[str, AsyncRecoClient] = {}
+
+    def client() -> AsyncRecoClient:
+        if "client" not in state:  # created inside the running loop
+            state["client"] = AsyncRecoClient(settings.triton, timeout=settings.timeout)
+        return state["client"]
+
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
+        )
+
+    @app.middleware("http")
+    async def account(request: Request, call_next: Any) -> Response:
+        start = time.perf_counter()
+        endpoint = request.url.path if request.url.path in ROUTES else "other"
+        try:
+            response = await call_next(request)
+        except GatewayError as err:  # pragma: no cover - handled by the exception handler
+            response = JSONResponse({"detail": err.message}, status_code=err.status)
+        latency.labels(endpoint).observe(time.perf_counter() - start)
+        requests_total.labels(endpoint, str(response.status_code)).inc()
+        return response
+
+    @app.exception_handler(GatewayError)
+    async def gateway_error(_: Request, err: GatewayError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
+        return JSONResponse({"detail": err.message}, status_code=err.status, headers=headers)
+
+    def authorise(request: Request) -> str:
+        """The caller's key for rate limiting; raises 401 if authentication fails."""
+        caller = request.client.host if request.client else "unknown"
+        if settings.auth_enabled:
+            key = request.headers.get("x-api-key")
+            bearer = request.headers.get("authorization", "")
+            if key is not None:
+                if not any(hmac.compare_digest(key, k) for k in settings.api_keys):
+                    raise GatewayError(401, "invalid API key (header X-API-Key)")
+                caller = f"key:{key[:6]}"
+            elif bearer.lower().startswith("bearer ") and settings.jwt_secret:
+                import jwt
+
+                try:
+                    claims = jwt.decode(bearer[7:], settings.jwt_secret, algorithms=["HS256"])
+                except jwt.PyJWTError as err:
+                    raise GatewayError(401, f"invalid bearer token: {err}") from None
+                caller = f"sub:{claims.get('sub', '?')}"
+            else:
+                raise GatewayError(401, "authentication required: X-API-Key or Bearer token")
+        if not limiter.allow(caller):
+            raise GatewayError(429, f"rate limit of {settings.rate_limit_per_minute}/min exceeded")
+        return caller
+
+    async def read_events(request: Request, batch: bool) -> list[tuple[np.ndarray, ...]]:
+        length = request.headers.get("content-length")
+        if length is not None and int(length) > settings.max_body_bytes:
+            raise GatewayError(413, f"body of {length} bytes exceeds {settings.max_body_bytes}")
+        raw = b""
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > settings.max_body_bytes:
+                raise GatewayError(413, f"body exceeds {settings.max_body_bytes} bytes")
+        if not raw:
+            raise GatewayError(400, "empty body: send an event (see /docs)")
+        try:
+            events = bodies.events_from_body(
+                raw, request.headers.get("content-type", bodies.JSON), batch
+            )
+        except bodies.BodyError as err:
+            raise GatewayError(err.status, str(err)) from None
+        if batch and not 1 <= len(events) <= settings.max_events_per_batch:
+            raise GatewayError(
+                422, f"a batch holds 1 to {settings.max_events_per_batch} events, got {len(events)}"
+            )
+        for i, (hits, tracks) in enumerate(events):
+            where = f"events[{i}]." if batch else ""
+            if len(hits) > settings.max_hits:
+                raise GatewayError(413, f"{where}hits: {len(hits)} rows > limit {settings.max_hits}")
+            if len(tracks) > settings.max_tracks:
+                raise GatewayError(
+                    413, f"{where}tracks: {len(tracks)} rows > limit {settings.max_tracks}"
+                )
+            try:
+                check_hits(hits)
+                check_tracks(tracks)
+            except InvalidInput as err:
+                raise GatewayError(422, f"{where}{err}") from None
+        return events
+
+    def respond(request: Request, results: list[ClusterResult], batch: bool) -> Response:
+        accept = request.headers.get("accept", bodies.JSON).split(",")[0].split(";")[0].strip()
+        if accept in ("", "*/*"):
+            accept = bodies.JSON
+        if accept == bodies.JSON:
+            if batch:
+                return JSONResponse({"results": [bodies.result_to_json(r) for r in results]})
+            return JSONResponse(bodies.result_to_json(results[0]))
+        if batch:
+            raise GatewayError(406, "batch responses are JSON (Accept: application/json)")
+        if accept == bodies.NPZ:
+            return Response(bodies.result_to_npz(results[0]), media_type=bodies.NPZ)
+        if accept == bodies.ARROW:
+            return Response(bodies.result_to_arrow(results[0]), media_type=bodies.ARROW)
+        raise GatewayError(406, f"cannot answer in {accept!r}; use {', '.join(bodies.MEDIA_TYPES)}")
+
+    async def infer(kind: str, events: list[tuple[np.ndarray, ...]]) -> list[ClusterResult]:
+        import asyncio
+
+        try:
+            if kind == "cluster":
+                return list(await asyncio.gather(*(client().cluster(h) for h, _ in events)))
+            return list(await asyncio.gather(*(client().reconstruct((h, t)) for h, t in events)))
+        except RecoError as err:
+            text = str(err)
+            if "INVALID_ARGUMENT" in text or "non-finite" in text:
+                raise GatewayError(422, text) from None
+            raise GatewayError(503, f"reconstruction service unavailable: {text}") from None
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """The gateway process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], responses={503: {"description": "Triton not ready"}})
+    async def readyz() -> JSONResponse:
+        """Ready when a Triton server answers with both public models ready."""
+        for server in client().servers:
+            if await server.healthy("hgcal_clustering") and await server.healthy("event_reco"):
+                return JSONResponse({"status": "ready", "triton": server.url})
+        return JSONResponse({"status": "not ready"}, status_code=503)
+
+    @app.get("/metrics", tags=["health"])
+    async def metrics() -> Response:
+        """Prometheus metrics of the gateway."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    errors = {
+        400: {"description": "malformed body"},
+        401: {"description": "missing or bad credentials"},
+        406: {"description": "unsupported Accept"},
+        413: {"description": "body or event too large"},
+        415: {"description": "unsupported Content-Type"},
+        422: {"description": "invalid event (names the field and problem)"},
+        429: {"description": "rate limit exceeded"},
+        503: {"description": "Triton unavailable"},
+    }
+
+    @app.post(
+        "/v1/cluster",
+        tags=["reconstruction"],
+        openapi_extra=_request_body(EVENT_SCHEMA, "One event: hits (tracks are ignored)."),
+        responses=errors,
+    )
+    async def cluster(request: Request) -> Response:
+        """Cluster the hits of one event (hgcal_clustering)."""
+        authorise(request)
+        events = await read_events(request, batch=False)
+        return respond(request, await infer("cluster", events), batch=False)
+
+    @app.post(
+        "/v1/reconstruct",
+        tags=["reconstruction"],
+        openapi_extra=_request_body(EVENT_SCHEMA, "One event: hits and tracks."),
+        responses=errors,
+    )
+    async def reconstruct(request: Request) -> Response:
+        """Clusters and particle candidates of one event (event_reco)."""
+        authorise(request)
+        events = await read_events(request, batch=False)
+        return respond(request, await infer("reconstruct", events), batch=False)
+
+    @app.post(
+        "/v1/reconstruct/batch",
+        tags=["reconstruction"],
+        openapi_extra=_request_body(BATCH_SCHEMA, "Several events."),
+        responses=errors,
+    )
+    async def reconstruct_batch(request: Request) -> Response:
+        """Clusters and candidates of several events (sent to Triton concurrently)."""
+        authorise(request)
+        events = await read_events(request, batch=True)
+        return respond(request, await infer("reconstruct", events), batch=True)
+
+    @app.post("/v1/simulate", tags=["display"], responses=errors)
+    async def simulate(particles: int = 30, seed: int = 1, jets: bool = False) -> JSONResponse:
+        """A simulated event (hits and tracks) for the event display."""
+        if not 1 <= particles <= settings.simulate_max_particles:
+            raise GatewayError(
+                422, f"particles must be 1..{settings.simulate_max_particles}, got {particles}"
+            )
+        if not 0 <= seed < 2**31:
+            raise GatewayError(422, "seed must be in [0, 2^31)")
+        import asyncio
+
+        event = await asyncio.to_thread(_simulate, particles, seed, jets)
+        return JSONResponse(event)
+
+    static = resources.files("recoserve.server") / "static"
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def display() -> HTMLResponse:
+        return HTMLResponse((static / "index.html").read_text())
+
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+
+    @app.on_event("shutdown")
+    async def close() -> None:
+        if "client" in state:
+            await state["client"].close()
+
+    return app
+
+
+ROUTES = {
+    "/v1/cluster", "/v1/reconstruct", "/v1/reconstruct/batch", "/v1/simulate",
+    "/healthz", "/readyz", "/metrics", "/",
+}  # fmt: skip
+
+
+def _simulate(particles: int, seed: int, jets: bool) -> dict[str, Any]:
+    from recoserve.sim.jets import JetGunConfig
+    from recoserve.sim.particles import GunConfig
+    from recoserve.sim.simulator import SimConfig, Simulator
+
+    config = SimConfig(
+        gun=GunConfig(n_particles=particles, energy_min=5.0, energy_max=100.0),
+        jets=JetGunConfig(n_jets=2) if jets else None,
+    )
+    event = Simulator(config).event(seed, 0)
+    return {
+        "hits": np.round(event.hits.features(), 4).tolist(),
+        "tracks": np.round(event.tracks.features(), 5).tolist(),
+        "truth_particle": event.hits.truth_particle.tolist(),
+    }
