@@ -8,21 +8,35 @@ PORT_HTTP ?= 8000
 PORT_GRPC ?= 8001
 PORT_METRICS ?= 8002
 
-.PHONY: install serve test lint format bench-sim docs-plots train-clustering evaluate-clustering train-mlpf evaluate-mlpf clean
+.PHONY: install vendor-js install-browser serve test lint format bench-sim docs-plots train-clustering evaluate-clustering train-mlpf evaluate-mlpf clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch is pinned here as well: an unpinned resolve may pull a multi-GB CUDA build.
 	$(PY) -m pip install --quiet "torch==2.13.0" -e ".[dev]"
+	$(MAKE) vendor-js
 	touch $(STAMP)
+
+# The event display's JavaScript, pinned in web/package-lock.json, installed from npm at build
+# time and shipped with the package (never fetched from a CDN when the page loads).
+VENDOR := recoserve/server/static/vendor
+vendor-js:
+	@if command -v npm >/dev/null; then \
+		npm ci --prefix web --no-audit --no-fund --loglevel=error && \
+		mkdir -p $(VENDOR) && cp web/node_modules/three/build/three.module.min.js $(VENDOR)/; \
+	else echo "npm not found: the event display will have no 3D view"; fi
+
+# Headless Chromium for the event-display test (Debian package; needs root).
+install-browser:
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
 install: $(STAMP)
 
 serve: $(STAMP)
 	$(VENV)/bin/recoserve serve --http-port $(PORT_HTTP) --grpc-port $(PORT_GRPC) --metrics-port $(PORT_METRICS)
 
-test: $(STAMP)
+test: $(STAMP) install-browser
 	$(PY) -m pytest -n 2 --dist loadfile
 
 lint: $(STAMP)
@@ -61,4 +75,4 @@ evaluate-clustering: $(STAMP)
 	$(PY) benchmarks/clustering_scaling.py
 
 clean:
-	rm -rf $(VENV) build model_repository *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build model_repository web/node_modules $(VENDOR) *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -6,7 +6,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import typer
@@ -626,6 +626,32 @@ def reconstruct(
         console.print(f"partial results in {output}.parts; run again to finish")
 
 
+def _gateway_settings(
+    triton: list[str],
+    api_key: list[str] | None,
+    jwt_secret: str | None,
+    cors: list[str] | None,
+    rate_limit: int,
+) -> Any:
+    from recoserve.server.gateway import GatewaySettings
+
+    return GatewaySettings(
+        triton=triton,
+        api_keys=frozenset(api_key or []),
+        jwt_secret=jwt_secret,
+        cors_origins=tuple(cors or []),
+        rate_limit_per_minute=rate_limit,
+    )
+
+
+ApiKeyOption = Annotated[
+    list[str] | None, typer.Option("--api-key", help="Accepted API key (repeatable); none: open.")
+]
+JwtOption = Annotated[str | None, typer.Option(help="Accept HS256 bearer tokens signed so.")]
+CorsOption = Annotated[list[str] | None, typer.Option("--cors", help="Allowed CORS origin.")]
+RateOption = Annotated[int, typer.Option(min=1, help="Requests per minute per key or client.")]
+
+
 @app.command()
 def serve(
     repository: Annotated[
@@ -634,15 +660,25 @@ def serve(
     http_port: Annotated[int, typer.Option(help="Triton HTTP port.")] = 8000,
     grpc_port: Annotated[int, typer.Option(help="Triton gRPC port.")] = 8001,
     metrics_port: Annotated[int, typer.Option(help="Triton Prometheus metrics port.")] = 8002,
+    gateway_port: Annotated[
+        int, typer.Option(help="REST gateway and event display port; 0: no gateway.")
+    ] = 8080,
     host: Annotated[
         str, typer.Option(help="Address to listen on (0.0.0.0 serves other machines).")
     ] = "127.0.0.1",
+    api_key: ApiKeyOption = None,
+    jwt_secret: JwtOption = None,
+    cors: CorsOption = None,
+    rate_limit: RateOption = 600,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the models.")] = 300.0,
 ) -> None:
-    """Start the embedded Triton (CPU, local flavour) with both public models; Ctrl-C stops it."""
+    """Start the embedded Triton (CPU, local flavour) with both public models, and the REST
+    gateway beside it; Ctrl-C stops both."""
     from recoserve.export.repository import build_repository, repository_is_current
-    from recoserve.server.triton import Ports, TritonError, TritonServer
+    from recoserve.server.triton import Ports, TritonError, TritonServer, port_is_free
 
+    if gateway_port and not port_is_free(gateway_port, host):
+        raise _fail(f"the gateway port {gateway_port} is taken; choose another with --gateway-port")
     if not repository_is_current(repository):
         console.print(f"exporting the model repository to {repository} ...")
         try:
@@ -664,15 +700,52 @@ def serve(
     table.add_row("Triton HTTP", f"http://{host}:{http_port}")
     table.add_row("Prometheus metrics", f"http://{host}:{metrics_port}/metrics")
     table.add_row("public models", "hgcal_clustering, event_reco")
+    if gateway_port:
+        table.add_row("REST gateway (OpenAPI)", f"http://{host}:{gateway_port}/docs")
+        table.add_row("event display", f"http://{host}:{gateway_port}/")
     Console().print(table)
     try:
-        while server.process is not None and server.process.poll() is None:
-            time.sleep(0.5)
-        raise _fail(f"Triton stopped unexpectedly; end of its log:\n{server.log_tail()}")
+        if gateway_port:
+            import uvicorn
+
+            from recoserve.server.gateway import create_app
+
+            settings = _gateway_settings(
+                [f"127.0.0.1:{grpc_port}"], api_key, jwt_secret, cors, rate_limit
+            )
+            uvicorn.run(create_app(settings), host=host, port=gateway_port, log_level="warning")
+        else:
+            while server.process is not None and server.process.poll() is None:
+                time.sleep(0.5)
+            raise _fail(f"Triton stopped unexpectedly; end of its log:\n{server.log_tail()}")
     except KeyboardInterrupt:
-        console.print("stopping ...")
+        pass
     finally:
+        console.print("stopping ...")
         server.stop()
+
+
+@app.command()
+def gateway(
+    triton: Annotated[
+        list[str] | None, typer.Option("--triton", help="Triton gRPC address (repeatable).")
+    ] = None,
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    api_key: ApiKeyOption = None,
+    jwt_secret: JwtOption = None,
+    cors: CorsOption = None,
+    rate_limit: RateOption = 600,
+) -> None:
+    """Run only the REST gateway and event display, in front of running Triton servers."""
+    import uvicorn
+
+    from recoserve.server.gateway import create_app
+
+    settings = _gateway_settings(
+        triton or ["127.0.0.1:8001"], api_key, jwt_secret, cors, rate_limit
+    )
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
 
 
 @app.command()

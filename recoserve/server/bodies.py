@@ -4,15 +4,15 @@ Request formats (selected by Content-Type):
 
 - ``application/json``: ``{"hits": [[x, y, z, energy, time], ...], "tracks": [[9 numbers],
   ...]}``; a batch is ``{"events": [event, ...]}``. NaN/Infinity tokens are refused.
-- ``application/vnd.apache.arrow.stream``: an Arrow IPC stream of one record batch with the hit
-  columns x, y, z, energy, time (float32) — and, for reconstruction, a second record batch with
-  the track columns (pt, eta, phi, charge, p, x_calo, y_calo, z_calo, n_layers).
+- ``application/vnd.apache.arrow.stream``: an Arrow IPC stream with the hit columns x, y, z,
+  energy, time — and, for reconstruction, directly after it a second IPC stream with the track
+  columns pt, eta, phi, charge, p, x_calo, y_calo, z_calo, n_layers (numeric, no nulls).
 - ``application/x-npz``: a numpy ``.npz`` archive with arrays ``hits`` [N, 5] and ``tracks``
   [T, 9] (float32 or float64).
 
-Responses (selected by Accept): JSON (default), or the same binary formats with arrays
-``hit_cluster``, ``clusters`` and ``candidates`` (npz) or record batches (Arrow IPC stream: hits
-assignment, clusters, candidates — in that order).
+Responses (selected by Accept): JSON (default), or the same binary formats: npz with arrays
+``hit_cluster``, ``clusters`` and ``candidates`` (structured), or consecutive Arrow IPC streams
+(hit assignments, clusters, candidates — in that order; ``read_arrow_result`` reads them).
 """
 
 from __future__ import annotations
@@ -81,8 +81,11 @@ def event_from_json(value: Any, where: str = "body") -> tuple[np.ndarray, np.nda
     unknown = set(value) - {"hits", "tracks"}
     if unknown:
         raise BodyError(f"{where} has unknown fields {sorted(unknown)}; allowed: hits, tracks")
-    hits = table_from_json(value.get("hits"), "hits", len(HIT_FEATURES), required=True)
-    tracks = table_from_json(value.get("tracks"), "tracks", len(TRACK_FEATURES), required=False)
+    prefix = "" if where == "body" else f"{where}."
+    hits = table_from_json(value.get("hits"), f"{prefix}hits", len(HIT_FEATURES), required=True)
+    tracks = table_from_json(
+        value.get("tracks"), f"{prefix}tracks", len(TRACK_FEATURES), required=False
+    )
     return hits, tracks
 
 
@@ -94,7 +97,7 @@ def events_from_body(raw: bytes, content_type: str, batch: bool) -> list[tuple[n
         if not batch:
             return [event_from_json(value)]
         if not isinstance(value, dict) or not isinstance(value.get("events"), list):
-            raise BodyError("a batch body must be {\"events\": [event, ...]}")
+            raise BodyError('a batch body must be {"events": [event, ...]}')
         return [event_from_json(e, f"events[{i}]") for i, e in enumerate(value["events"])]
     if batch:
         raise BodyError("batch requests take JSON bodies; send binary events one by one", 415)
@@ -121,12 +124,14 @@ def _from_npz(raw: bytes) -> tuple[np.ndarray, np.ndarray]:
         if array.dtype.kind != "f":
             raise BodyError(f"npz array '{name}' must be float32 or float64, got {array.dtype}")
         if array.ndim != 2 or array.shape[1] != width:
-            raise BodyError(f"npz array '{name}' must have shape [N, {width}], got {list(array.shape)}")
+            raise BodyError(
+                f"npz array '{name}' must have shape [N, {width}], got {list(array.shape)}"
+            )
         out.append(array.astype(np.float32))
     return out[0], out[1]
 
 
-def _columns(batch: pa.RecordBatch, names: tuple[str, ...], what: str) -> np.ndarray:
+def _columns(batch: pa.Table, names: tuple[str, ...], what: str) -> np.ndarray:
     missing = [n for n in names if n not in batch.schema.names]
     if missing:
         raise BodyError(f"Arrow {what} batch lacks columns {missing}")
@@ -139,17 +144,28 @@ def _columns(batch: pa.RecordBatch, names: tuple[str, ...], what: str) -> np.nda
         raise BodyError(f"Arrow {what} columns must be numeric without nulls: {err}") from None
 
 
+def _arrow_streams(raw: bytes) -> list[pa.Table]:
+    """Tables of consecutive Arrow IPC streams."""
+    source = pa.BufferReader(raw)
+    tables = []
+    while source.tell() < len(raw):
+        tables.append(pa.ipc.open_stream(source).read_all())
+    return tables
+
+
 def _from_arrow(raw: bytes) -> tuple[np.ndarray, np.ndarray]:
     try:
-        batches = list(pa.ipc.open_stream(raw))
+        tables = _arrow_streams(raw)
     except (pa.ArrowInvalid, OSError) as err:
         raise BodyError(f"unreadable Arrow IPC stream: {err}", 400) from None
-    if not batches:
-        raise BodyError("Arrow stream has no record batch of hits")
-    hits = _columns(batches[0], HIT_FEATURES, "hits")
+    if not tables or len(tables) > 2:
+        raise BodyError(
+            f"Arrow body must hold 1 or 2 IPC streams (hits, tracks), got {len(tables)}"
+        )
+    hits = _columns(tables[0], HIT_FEATURES, "hits")
     tracks = (
-        _columns(batches[1], TRACK_FEATURES, "tracks")
-        if len(batches) > 1
+        _columns(tables[1], TRACK_FEATURES, "tracks")
+        if len(tables) > 1
         else np.zeros((0, 9), np.float32)
     )
     return hits, tracks
@@ -180,31 +196,22 @@ def result_to_npz(result: ClusterResult) -> bytes:
 
 
 def result_to_arrow(result: ClusterResult) -> bytes:
-    """Arrow IPC stream: hit assignments, clusters, candidates (each its own schema, so three
-    streams concatenated would be invalid; instead one stream of a single batch per table is
-    written back to back with a length prefix — see ``read_arrow_result``)."""
-    tables = [pa.record_batch({"hit_cluster": result.hit_cluster})]
-    tables.append(pa.record_batch({n: result.clusters[n] for n in result.clusters.dtype.names or ()}))
+    """Consecutive Arrow IPC streams: hit assignments, clusters[, candidates]."""
+    tables = [
+        pa.table({"hit_cluster": result.hit_cluster}),
+        pa.table({n: result.clusters[n] for n in result.clusters.dtype.names or ()}),
+    ]
     if isinstance(result, RecoResult):
         tables.append(
-            pa.record_batch({n: result.candidates[n] for n in result.candidates.dtype.names or ()})
+            pa.table({n: result.candidates[n] for n in result.candidates.dtype.names or ()})
         )
     out = io.BytesIO()
-    for batch in tables:
-        sink = io.BytesIO()
-        with pa.ipc.new_stream(sink, batch.schema) as writer:
-            writer.write_batch(batch)
-        payload = sink.getvalue()
-        out.write(len(payload).to_bytes(8, "little"))
-        out.write(payload)
+    for table in tables:
+        with pa.ipc.new_stream(out, table.schema) as writer:
+            writer.write_table(table)
     return out.getvalue()
 
 
-def read_arrow_result(raw: bytes) -> list[pa.RecordBatch]:
+def read_arrow_result(raw: bytes) -> list[pa.Table]:
     """The tables of an Arrow response (hit assignments, clusters[, candidates])."""
-    batches, offset = [], 0
-    while offset < len(raw):
-        size = int.from_bytes(raw[offset : offset + 8], "little")
-        batches.append(pa.ipc.open_stream(raw[offset + 8 : offset + 8 + size]).read_next_batch())
-        offset += 8 + size
-    return batches
+    return _arrow_streams(raw)

@@ -17,9 +17,12 @@ tokens, per-key rate limiting and CORS are set by ``GatewaySettings``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import time
 from collections import defaultdict, deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -116,10 +119,19 @@ def _request_body(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
+    state: dict[str, AsyncRecoClient] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if "client" in state:
+            await state["client"].close()
+
     app = FastAPI(
         title="recoserve gateway",
         version="1",
         description="Particle reconstruction as a service: REST in front of Triton.",
+        lifespan=lifespan,
     )
     registry = CollectorRegistry()
     requests_total = Counter(
@@ -131,7 +143,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     )  # fmt: skip
     limiter = RateLimiter(settings.rate_limit_per_minute)
-    state: dict[str, AsyncRecoClient] = {}
 
     def client() -> AsyncRecoClient:
         if "client" not in state:  # created inside the running loop
@@ -211,7 +222,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         for i, (hits, tracks) in enumerate(events):
             where = f"events[{i}]." if batch else ""
             if len(hits) > settings.max_hits:
-                raise GatewayError(413, f"{where}hits: {len(hits)} rows > limit {settings.max_hits}")
+                raise GatewayError(
+                    413, f"{where}hits: {len(hits)} rows > limit {settings.max_hits}"
+                )
             if len(tracks) > settings.max_tracks:
                 raise GatewayError(
                     413, f"{where}tracks: {len(tracks)} rows > limit {settings.max_tracks}"
@@ -240,8 +253,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         raise GatewayError(406, f"cannot answer in {accept!r}; use {', '.join(bodies.MEDIA_TYPES)}")
 
     async def infer(kind: str, events: list[tuple[np.ndarray, ...]]) -> list[ClusterResult]:
-        import asyncio
-
         try:
             if kind == "cluster":
                 return list(await asyncio.gather(*(client().cluster(h) for h, _ in events)))
@@ -270,7 +281,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         """Prometheus metrics of the gateway."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    errors = {
+    errors: dict[int | str, dict[str, Any]] = {
         400: {"description": "malformed body"},
         401: {"description": "missing or bad credentials"},
         406: {"description": "unsupported Accept"},
@@ -326,8 +337,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             )
         if not 0 <= seed < 2**31:
             raise GatewayError(422, "seed must be in [0, 2^31)")
-        import asyncio
-
         event = await asyncio.to_thread(_simulate, particles, seed, jets)
         return JSONResponse(event)
 
@@ -338,12 +347,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         return HTMLResponse((static / "index.html").read_text())
 
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
-
-    @app.on_event("shutdown")
-    async def close() -> None:
-        if "client" in state:
-            await state["client"].close()
-
     return app
 
 

@@ -1,6 +1,14 @@
 // The recoserve event display: hits coloured by cluster in 3D (three.js, shipped with the
 // package) and in x-y / r-z projections, with the candidates and clusters in tables.
-import * as THREE from "/static/vendor/three.module.min.js";
+// three.js is installed with the package (`make install` copies the pinned npm build); without
+// it the 2D projections and tables still work.
+let THREE = null;
+try {
+  THREE = await import("/static/vendor/three.module.min.js");
+} catch (err) {
+  document.querySelector("#view3d").parentElement.querySelector(".label").textContent =
+    "3D view unavailable: three.js is not installed (run make install)";
+}
 
 const PDG_NAMES = { 211: "π+", "-211": "π−", 130: "h0", 22: "γ", 11: "e−", "-11": "e+", 13: "μ−", "-13": "μ+" };
 const status = document.getElementById("status");
@@ -12,9 +20,12 @@ function say(text, state) {
 
 function colour(cluster) {
   if (cluster < 0) return [0.35, 0.35, 0.35];
-  const hue = (cluster * 0.618034) % 1;
-  const c = new THREE.Color().setHSL(hue, 0.85, 0.55);
-  return [c.r, c.g, c.b];
+  // golden-ratio hues, HSL(h, 0.85, 0.55) -> RGB
+  const h = (cluster * 0.618034) % 1, s = 0.85, l = 0.55;
+  const k = (n) => (n + h * 12) % 12;
+  const a = s * Math.min(l, 1 - l);
+  const f = (n) => l - a * Math.max(-1, Math.min(k(n) - 3, Math.min(9 - k(n), 1)));
+  return [f(0), f(8), f(4)];
 }
 
 function headers() {
@@ -26,18 +37,25 @@ function headers() {
 
 // ---- 3D view ----
 const canvas3d = document.getElementById("view3d");
-const renderer = new THREE.WebGLRenderer({ canvas: canvas3d, antialias: true, preserveDrawingBuffer: true });
-const scene = new THREE.Scene();
-const camera = new THREE.PerspectiveCamera(45, 1, 1, 5000);
+let renderer = null;
+try {
+  renderer = THREE && new THREE.WebGLRenderer({ canvas: canvas3d, antialias: true, preserveDrawingBuffer: true });
+} catch (err) {
+  canvas3d.parentElement.querySelector(".label").textContent = "3D view unavailable: no WebGL";
+}
+const scene = THREE ? new THREE.Scene() : null;
+const camera = THREE ? new THREE.PerspectiveCamera(45, 1, 1, 5000) : null;
 let points = null;
 let angle = 0.6;
 function resize3d() {
+  if (!renderer) return;
   const w = canvas3d.clientWidth, h = canvas3d.clientHeight;
   renderer.setSize(w, h, false);
   camera.aspect = w / h;
   camera.updateProjectionMatrix();
 }
 function place() {
+  if (!renderer) return;
   camera.position.set(900 * Math.sin(angle), 250, 900 * Math.cos(angle));
   camera.lookAt(0, 0, 0);
   renderer.render(scene, camera);
@@ -53,6 +71,7 @@ window.addEventListener("mousemove", (e) => {
 });
 
 function draw3d(hits, hitCluster) {
+  if (!renderer) return;
   if (points) scene.remove(points);
   const n = hits.length;
   const pos = new Float32Array(3 * n), col = new Float32Array(3 * n);
