@@ -84,7 +84,7 @@ def test_concurrent_batched_requests_equal_one_at_a_time(
 ) -> None:
     events = [fresh_event(10 + i) for i in range(12)]
     alone = [client.infer("event_reco", event_inputs(h, t)) for h, t in events]
-    before = _execution_stats(client, "event_reco")
+    before = _settled_stats(client, "event_reco")
     done: queue.Queue[tuple[int, object, object]] = queue.Queue()
     for i, (h, t) in enumerate(events):
         client.async_infer(
@@ -97,12 +97,8 @@ def test_concurrent_batched_requests_equal_one_at_a_time(
         i, result, error = done.get(timeout=120)
         assert error is None, error
         together[i] = result
-    for _ in range(100):  # Triton updates its statistics just after sending the responses
-        after = _execution_stats(client, "event_reco")
-        inferences, executions = (after[0] - before[0], after[1] - before[1])
-        if inferences >= len(events):
-            break
-        time.sleep(0.1)
+    after = _settled_stats(client, "event_reco")
+    inferences, executions = (after[0] - before[0], after[1] - before[1])
     assert inferences == len(events)
     assert executions < inferences, "the dynamic batcher never put two events together"
     # Same cluster indices and candidate identities; floats to 1e-5 (absolute) or float32
@@ -123,6 +119,19 @@ def test_concurrent_batched_requests_equal_one_at_a_time(
 def _execution_stats(client: grpcclient.InferenceServerClient, model: str) -> tuple[int, int]:
     stats = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
     return int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0))
+
+
+def _settled_stats(client: grpcclient.InferenceServerClient, model: str) -> tuple[int, int]:
+    """(inferences, executions) once they stop changing: Triton updates its statistics just
+    after sending the responses."""
+    last = _execution_stats(client, model)
+    for _ in range(50):
+        time.sleep(0.2)
+        now = _execution_stats(client, model)
+        if now == last:
+            return now
+        last = now
+    return last
 
 
 def test_empty_and_single_hit_events(client: grpcclient.InferenceServerClient) -> None:
