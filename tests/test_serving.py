@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import queue
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -272,3 +275,37 @@ def test_ngc_flavour_matches_the_local_contracts(repository: Path, tmp_path: Pat
             assert gpu.backend == "python"
             assert (ngc / name / "1" / "model.py").exists()
     assert parse(ngc, "event_reco").parameters["network_mode"].string_value == "bls"
+
+
+def test_recoserve_serve_starts_everything_and_stops_on_ctrl_c(repository: Path) -> None:
+    http, grpc, metrics, gateway = free_ports(4)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "recoserve.cli", "serve", "--repository", str(repository),
+         "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
+         "--gateway-port", str(gateway)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        ready = False
+        for _ in range(600):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{gateway}/readyz", timeout=1) as r:
+                    ready = r.status == 200
+                    break
+            except OSError:
+                time.sleep(0.2)
+        assert ready, "recoserve serve did not become ready"
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc}")
+        assert client.is_model_ready("event_reco") and client.is_model_ready("hgcal_clustering")
+    finally:
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output
+    assert "recoserve is serving" in output and f"127.0.0.1:{grpc}" in output
+    assert "stopping" in output
+    assert not _listening(grpc)  # Triton is gone too
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
