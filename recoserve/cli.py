@@ -725,6 +725,63 @@ def serve(
         server.stop()
 
 
+@app.command("scale-out")
+def scale_out_command(
+    replicas: Annotated[int, typer.Option(min=1, help="Triton replicas to start.")] = 2,
+    port: Annotated[int, typer.Option(help="Envoy's gRPC port (point clients here).")] = 9001,
+    repository: Annotated[
+        Path, typer.Option(help="Model repository (exported if missing).")
+    ] = Path("model_repository"),
+) -> None:
+    """Local scale-out: several embedded Tritons behind Envoy (LEAST_REQUEST, gRPC health
+    checks) on 127.0.0.1; Ctrl-C stops everything."""
+    import tempfile
+
+    from recoserve.export.repository import build_repository, repository_is_current
+    from recoserve.server.envoy import scale_out
+    from recoserve.server.triton import TritonError
+
+    if not repository_is_current(repository):
+        build_repository(repository, "local")
+    workdir = Path(tempfile.mkdtemp(prefix="recoserve-scale-out-"))
+    try:
+        with scale_out(repository, replicas, workdir, port) as (envoy, servers):
+            table = Table(title=f"{replicas} Triton replicas behind Envoy (Ctrl-C to stop)")
+            table.add_column("")
+            table.add_column("gRPC")
+            table.add_row("Envoy (clients)", envoy.url)
+            for i, server in enumerate(servers):
+                table.add_row(f"replica {i}", server.grpc_url)
+            Console().print(table)
+            console.print(f"logs in {workdir}")
+            while all(s.process is not None and s.process.poll() is None for s in servers):
+                time.sleep(0.5)
+    except KeyboardInterrupt:
+        console.print("stopping ...")
+    except (TritonError, RuntimeError, FileNotFoundError) as err:
+        raise _fail(str(err)) from None
+
+
+@app.command()
+def bench(
+    output_dir: Annotated[Path, typer.Option("-o", "--output-dir")] = Path("benchmarks/results"),
+    quick: Annotated[
+        bool, typer.Option(help="Two sizes, three concurrencies, short runs.")
+    ] = False,
+    budget: Annotated[float, typer.Option(help="Target seconds per measurement.")] = 6.0,
+) -> None:
+    """Full chain, every serving path side by side (in-process limit, Triton gRPC / shared
+    memory / streaming, REST binary / JSON, naive FastAPI + torch): CSV, JSON and plot."""
+    from recoserve.benchmark.runner import SIZES, run_bench
+
+    sizes = ("1k", "10k") if quick else tuple(SIZES)
+    concurrencies = (1, 2, 8) if quick else (1, 2, 4, 8)
+    results = run_bench(
+        output_dir, sizes, concurrencies, budget_s=2.0 if quick else budget, log=console.print
+    )
+    console.print(f"{len(results)} measurements written to {output_dir}")
+
+
 @app.command()
 def gateway(
     triton: Annotated[

@@ -7,6 +7,7 @@ import asyncio
 import importlib.metadata
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,7 @@ import yaml
 
 from recoserve.client import AsyncRecoClient
 from recoserve.server import gateway as gateway_module
-from recoserve.server.envoy import envoy_config, start_envoy
-from recoserve.server.triton import free_ports, start_triton
+from recoserve.server.envoy import envoy_config, scale_out
 from recoserve.train.mlpf import pf_event
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,34 +182,24 @@ def test_local_scale_out_survives_losing_a_replica(repository: Path, tmp_path: P
     """Two replicas behind Envoy; one is killed under load: every event is answered exactly
     once, Envoy marks the replica unhealthy and traffic continues on the other."""
     events = [pf_event(941, i) for i in range(24)]
-    with (
-        start_triton(repository, log_path=tmp_path / "a.log") as a,
-        start_triton(repository, log_path=tmp_path / "b.log") as b,
-    ):
-        port, admin = free_ports(2)
-        envoy = start_envoy(
-            [("127.0.0.1", a.ports.grpc), ("127.0.0.1", b.ports.grpc)], port, admin, tmp_path
-        )
-        try:
-            assert envoy.healthy_upstreams() == 2
+    with scale_out(repository, 2, tmp_path) as (envoy, (a, _)):
+        assert envoy.healthy_upstreams() == 2
 
-            async def run() -> list[Any]:
-                outcomes = []
-                async with AsyncRecoClient(envoy.url, timeout=60, backoff=0.2) as client:
-                    async for outcome in client.reconstruct_many(events, in_flight=6):
-                        outcomes.append(outcome)
-                        if len(outcomes) == 6:
-                            assert a.process is not None
-                            a.process.kill()
-                return outcomes
+        async def run() -> list[Any]:
+            outcomes = []
+            async with AsyncRecoClient(envoy.url, timeout=60, backoff=0.2) as client:
+                async for outcome in client.reconstruct_many(events, in_flight=6):
+                    outcomes.append(outcome)
+                    if len(outcomes) == 6:
+                        assert a.process is not None
+                        a.process.kill()  # a crash under load
+            return outcomes
 
-            outcomes = asyncio.run(run())
-            assert [o.error for o in outcomes if o.error] == []
-            assert sorted(o.index for o in outcomes) == list(range(len(events)))
-            for _ in range(50):
-                if envoy.healthy_upstreams() == 1:
-                    break
-                asyncio.run(asyncio.sleep(0.2))
-            assert envoy.healthy_upstreams() == 1
-        finally:
-            envoy.stop()
+        outcomes = asyncio.run(run())
+        assert [o.error for o in outcomes if o.error] == []
+        assert sorted(o.index for o in outcomes) == list(range(len(events)))
+        for _ in range(50):
+            if envoy.healthy_upstreams() == 1:
+                break
+            time.sleep(0.2)
+        assert envoy.healthy_upstreams() == 1

@@ -86,7 +86,9 @@ class ServingOptions:
     """What an operator tunes (docs/serving.md)."""
 
     max_batch_size: int = 16  # events per execution of a public model
-    max_queue_delay_us: int = 2000  # how long the batcher waits to fill a batch
+    # 0: an idle instance takes what is queued at once; batches form only under load, which
+    # keeps both CPU cores busy at low concurrency (a batch runs as one single-threaded call)
+    max_queue_delay_us: int = 0
     max_queue_size: int = 128  # requests waiting per model; beyond it they are rejected
     queue_timeout_us: int = 60_000_000  # a request waiting longer is rejected
     instances: int = 2  # model instances (CPU processes / GPU streams) per public model

@@ -16,13 +16,17 @@ resolved with STRICT_DNS):
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from recoserve.server.triton import TritonServer, free_ports, start_triton
 
 
 def envoy_config(
@@ -188,3 +192,21 @@ def start_envoy(
         time.sleep(0.2)
     envoy.stop()
     raise RuntimeError("envoy found no healthy upstream within 60 s")
+
+
+@contextlib.contextmanager
+def scale_out(
+    repository: Path, replicas: int, workdir: Path, port: int | None = None
+) -> Iterator[tuple[Envoy, list[TritonServer]]]:
+    """``replicas`` embedded Tritons on free ports behind one Envoy on 127.0.0.1."""
+    with contextlib.ExitStack() as stack:
+        servers = [
+            stack.enter_context(start_triton(repository, log_path=workdir / f"triton-{i}.log"))
+            for i in range(replicas)
+        ]
+        listen, admin = free_ports(2)
+        envoy = start_envoy(
+            [("127.0.0.1", s.ports.grpc) for s in servers], port or listen, admin, workdir
+        )
+        stack.callback(envoy.stop)
+        yield envoy, servers

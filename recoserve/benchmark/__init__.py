@@ -1,0 +1,1 @@
+"""Benchmarks of the serving paths (`recoserve bench`) and the naive baseline server."""
