@@ -8,7 +8,7 @@ PORT_HTTP ?= 8000
 PORT_GRPC ?= 8001
 PORT_METRICS ?= 8002
 
-.PHONY: install vendor-js install-browser serve test lint format bench-sim docs-plots train-clustering evaluate-clustering train-mlpf evaluate-mlpf clean
+.PHONY: install vendor-js install-browser serve test lint loadtest soak bench format bench-sim docs-plots train-clustering evaluate-clustering train-mlpf evaluate-mlpf clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,13 +40,13 @@ test: $(STAMP) install-browser
 	$(PY) -m pytest -n 2 --dist loadfile
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check recoserve tests benchmarks
-	$(VENV)/bin/ruff format --check recoserve tests benchmarks
+	$(VENV)/bin/ruff check recoserve tests benchmarks loadtests
+	$(VENV)/bin/ruff format --check recoserve tests benchmarks loadtests
 	$(VENV)/bin/mypy
 
 format: $(STAMP)
-	$(VENV)/bin/ruff check --fix recoserve tests benchmarks
-	$(VENV)/bin/ruff format recoserve tests benchmarks
+	$(VENV)/bin/ruff check --fix recoserve tests benchmarks loadtests
+	$(VENV)/bin/ruff format recoserve tests benchmarks loadtests
 
 bench-sim: $(STAMP)
 	$(PY) benchmarks/sim_speed.py
@@ -73,6 +73,15 @@ evaluate-clustering: $(STAMP)
 	$(VENV)/bin/recoserve evaluate clustering --events 200 -o docs/results
 	$(VENV)/bin/recoserve export clustering -o exports/clustering
 	$(PY) benchmarks/clustering_scaling.py
+
+loadtest: $(STAMP)
+	$(PY) loadtests/run.py --seconds 30
+
+soak: $(STAMP)
+	$(PY) loadtests/run.py --soak 600
+
+bench: $(STAMP)
+	$(VENV)/bin/recoserve bench -o benchmarks/results
 
 clean:
 	rm -rf $(VENV) build model_repository web/node_modules $(VENDOR) *.egg-info .pytest_cache .mypy_cache .ruff_cache
