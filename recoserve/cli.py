@@ -452,7 +452,9 @@ def export_repository_command(
     flavour: Annotated[
         str, typer.Option(help="local: bundled CPU Triton, Python backend; ngc: NGC GPU image.")
     ] = "local",
-    max_batch_size: Annotated[int, typer.Option(help="Events per batch of a public model.")] = 16,
+    max_batch_size: Annotated[
+        int | None, typer.Option(help="Events per batch of a public model [4 local, 16 ngc].")
+    ] = None,
     instances: Annotated[int, typer.Option(help="Instances of each public model.")] = 2,
     threads: Annotated[int, typer.Option(help="ONNX Runtime threads per instance.")] = 1,
     version: Annotated[int, typer.Option(help="Model version directory to write.")] = 1,

@@ -265,7 +265,7 @@ def test_ngc_flavour_matches_the_local_contracts(repository: Path, tmp_path: Pat
         assert [(t.name, t.data_type, list(t.dims)) for t in local.output] == [
             (t.name, t.data_type, list(t.dims)) for t in gpu.output
         ]
-        assert local.max_batch_size == gpu.max_batch_size
+        assert (local.max_batch_size > 0) == (gpu.max_batch_size > 0)  # same batch dimension
         if name in ("gravnet_oc", "mlpf"):
             assert gpu.backend == "onnxruntime"
             assert gpu.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU

@@ -85,7 +85,10 @@ TRACKS = Tensor("TRACKS", (-1, 9))
 class ServingOptions:
     """What an operator tunes (docs/serving.md)."""
 
-    max_batch_size: int = 16  # events per execution of a public model
+    # Events per execution of a public model; None: 4 on the CPU (local), 16 on a GPU (ngc).
+    # On the CPU a batch runs as one single-threaded network call, so large batches would
+    # serialise work that two instances could do in parallel (measured: recoserve bench).
+    max_batch_size: int | None = None
     # 0: an idle instance takes what is queued at once; batches form only under load, which
     # keeps both CPU cores busy at low concurrency (a batch runs as one single-threaded call)
     max_queue_delay_us: int = 0
@@ -117,6 +120,12 @@ def _warmup(inputs: Mapping[str, tuple[int, ...]]) -> str:
         for name, dims in inputs.items()
     )
     return f'model_warmup [\n  {{\n    name: "zeros"\n    batch_size: 1\n{body}  }}\n]\n'
+
+
+def batch_size(options: ServingOptions, flavour: Flavour) -> int:
+    if options.max_batch_size is not None:
+        return options.max_batch_size
+    return 16 if flavour == "ngc" else 4
 
 
 def model_config(
@@ -155,7 +164,7 @@ def model_config(
             body = _io((ragged_hits, ragged_tracks), (HIT_CLUSTER, CLUSTERS, CANDIDATES))
             warm = {"HITS": (64, 5), "TRACKS": (2, 9)}
         body = (
-            f"max_batch_size: {options.max_batch_size}\n"
+            f"max_batch_size: {batch_size(options, flavour)}\n"
             + body
             + "dynamic_batching {\n"
             + f"  max_queue_delay_microseconds: {options.max_queue_delay_us}\n"
