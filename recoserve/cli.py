@@ -390,6 +390,19 @@ evaluate_app = typer.Typer(
 app.add_typer(evaluate_app, name="evaluate")
 
 
+def _report_export(report: dict[str, Any], output_dir: Path, unit: str) -> None:
+    """Write parity.json and print the parity of each checked event."""
+    (output_dir / "parity.json").write_text(json.dumps(report, indent=2) + "\n")
+    for check in report["parity"]:
+        console.print(
+            f"{check['rows']:>6} {unit}: "
+            f"|torchscript - eager| {check['torchscript_max_abs_diff']:.1e}, "
+            f"|onnx - eager| {check['onnx_max_abs_diff']:.1e} "
+            f"(scaled: {check['onnx_max_scaled_diff']:.1e})"
+        )
+    console.print(f"wrote {report['torchscript']} and {report['onnx']}")
+
+
 @export_app.command("clustering")
 def export_clustering_command(
     output_dir: Annotated[Path, typer.Option("-o", "--output-dir", help="Where to write.")] = Path(
@@ -406,15 +419,7 @@ def export_clustering_command(
         report = export_clustering(checkpoint, output_dir)
     except (FileNotFoundError, RuntimeError) as err:
         raise _fail(str(err)) from None
-    (output_dir / "parity.json").write_text(json.dumps(report, indent=2) + "\n")
-    for check in report["parity"]:  # type: ignore[attr-defined]
-        console.print(
-            f"{check['rows']:>6} hits: "
-            f"|torchscript - eager| {check['torchscript_max_abs_diff']:.1e}, "
-            f"|onnx - eager| {check['onnx_max_abs_diff']:.1e} "
-            f"(scaled: {check['onnx_max_scaled_diff']:.1e})"
-        )
-    console.print(f"wrote {report['torchscript']} and {report['onnx']}")
+    _report_export(report, output_dir, "hits")
 
 
 @export_app.command("mlpf")
@@ -433,15 +438,7 @@ def export_mlpf_command(
         report = export_mlpf(checkpoint, output_dir)
     except (FileNotFoundError, RuntimeError) as err:
         raise _fail(str(err)) from None
-    (output_dir / "parity.json").write_text(json.dumps(report, indent=2) + "\n")
-    for check in report["parity"]:  # type: ignore[attr-defined]
-        console.print(
-            f"{check['rows']:>6} elements: "
-            f"|torchscript - eager| {check['torchscript_max_abs_diff']:.1e}, "
-            f"|onnx - eager| {check['onnx_max_abs_diff']:.1e} "
-            f"(scaled: {check['onnx_max_scaled_diff']:.1e})"
-        )
-    console.print(f"wrote {report['torchscript']} and {report['onnx']}")
+    _report_export(report, output_dir, "elements")
 
 
 @export_app.command("repository")

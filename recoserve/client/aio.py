@@ -26,6 +26,8 @@ from recoserve.client.sync import (
     Outcome,
     RecoError,
     _message,
+    checked_parameters,
+    connection_options,
     event_arrays,
     is_transient,
 )
@@ -68,19 +70,9 @@ class AsyncRecoClient:
         certificate_chain: str | Path | None = None,
         expected_checkpoints: dict[str, str] | None = None,
     ) -> None:
-        urls = [servers] if isinstance(servers, str) else list(servers)
-        if not urls:
-            raise ValueError("give at least one server URL")
-        if compression not in (None, "gzip", "deflate"):
-            raise ValueError("compression must be None, 'gzip' or 'deflate'")
-        options: dict[str, Any] = {"ssl": ssl}
-        for key, value in (
-            ("root_certificates", root_certificates),
-            ("private_key", private_key),
-            ("certificate_chain", certificate_chain),
-        ):
-            if value is not None:
-                options[key] = str(value)
+        urls, options = connection_options(
+            servers, compression, ssl, root_certificates, private_key, certificate_chain
+        )
         self.servers = [_AsyncServer(u, options) for u in urls]
         self.timeout = timeout
         self.retries = retries
@@ -140,14 +132,7 @@ class AsyncRecoClient:
 
     async def _check(self, server: _AsyncServer, model: str) -> dict[str, str]:
         config = (await server.client.get_model_config(model, as_json=True))["config"]
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        for key, expected in (self.expected_checkpoints or {}).items():
-            if params.get(key) != expected:
-                raise ModelMismatch(
-                    f"{server.url} serves {model} with {key}={params.get(key)!r}, "
-                    f"this job expects {expected!r}"
-                )
-        return params
+        return checked_parameters(config, self.expected_checkpoints, server.url, model)
 
     async def _pick(self, model: str) -> _AsyncServer:
         now = time.monotonic()

@@ -80,6 +80,44 @@ def event_arrays(
     return check_hits(np.asarray(hits)), check_tracks(np.asarray(tracks))
 
 
+def connection_options(
+    servers: str | list[str],
+    compression: str | None,
+    ssl: bool,
+    root_certificates: str | Path | None,
+    private_key: str | Path | None,
+    certificate_chain: str | Path | None,
+) -> tuple[list[str], dict[str, Any]]:
+    """(server URLs, tritonclient connection keyword arguments), validated."""
+    urls = [servers] if isinstance(servers, str) else list(servers)
+    if not urls:
+        raise ValueError("give at least one server URL")
+    if compression not in (None, "gzip", "deflate"):
+        raise ValueError("compression must be None, 'gzip' or 'deflate'")
+    options: dict[str, Any] = {"ssl": ssl}
+    for key, value in (
+        ("root_certificates", root_certificates),
+        ("private_key", private_key),
+        ("certificate_chain", certificate_chain),
+    ):
+        if value is not None:
+            options[key] = str(value)
+    return urls, options
+
+
+def checked_parameters(
+    config: dict[str, Any], expected: dict[str, str] | None, url: str, model: str
+) -> dict[str, str]:
+    """The model's config parameters; ModelMismatch if an expected one differs."""
+    params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+    for key, value in (expected or {}).items():
+        if params.get(key) != value:
+            raise ModelMismatch(
+                f"{url} serves {model} with {key}={params.get(key)!r}, this job expects {value!r}"
+            )
+    return params
+
+
 def is_transient(error: Exception) -> bool:
     status = getattr(error, "status", lambda: None)()
     return status in TRANSIENT or (status is None and "unavailable" in str(error).lower())
@@ -161,21 +199,11 @@ class RecoClient:
         certificate_chain: str | Path | None = None,
         expected_checkpoints: dict[str, str] | None = None,
     ) -> None:
-        urls = [servers] if isinstance(servers, str) else list(servers)
-        if not urls:
-            raise ValueError("give at least one server URL")
         if shared_memory not in ("never", "auto", "always"):
             raise ValueError("shared_memory must be 'never', 'auto' or 'always'")
-        if compression not in (None, "gzip", "deflate"):
-            raise ValueError("compression must be None, 'gzip' or 'deflate'")
-        options: dict[str, Any] = {"ssl": ssl}
-        for key, value in (
-            ("root_certificates", root_certificates),
-            ("private_key", private_key),
-            ("certificate_chain", certificate_chain),
-        ):
-            if value is not None:
-                options[key] = str(value)
+        urls, options = connection_options(
+            servers, compression, ssl, root_certificates, private_key, certificate_chain
+        )
         self.servers = [_Server(u, options) for u in urls]
         self.timeout = timeout
         self.retries = retries
@@ -209,14 +237,7 @@ class RecoClient:
         ``expected_checkpoints`` (keys ``clustering_sha256``, ``mlpf_sha256``)."""
         target = server or self._pick(model)
         config = target.client.get_model_config(model, as_json=True)["config"]
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        for key, expected in (self.expected_checkpoints or {}).items():
-            if params.get(key) != expected:
-                raise ModelMismatch(
-                    f"{target.url} serves {model} with {key}={params.get(key)!r}, "
-                    f"this job expects {expected!r}"
-                )
-        return params
+        return checked_parameters(config, self.expected_checkpoints, target.url, model)
 
     def reconstruct_many(
         self, events: Iterable[Event | tuple[np.ndarray, np.ndarray]], in_flight: int = 8
