@@ -15,7 +15,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from recoserve.client import AsyncRecoClient
+from recoserve.client import AsyncRecoClient, RecoClient
 from recoserve.server import gateway as gateway_module
 from recoserve.server.envoy import envoy_config, scale_out
 from recoserve.train.mlpf import pf_event
@@ -203,3 +203,22 @@ def test_local_scale_out_survives_losing_a_replica(repository: Path, tmp_path: P
                 break
             time.sleep(0.2)
         assert envoy.healthy_upstreams() == 1
+
+
+def test_shared_memory_through_a_load_balancer_falls_back_to_grpc(
+    repository: Path, tmp_path: Path
+) -> None:
+    """Envoy listens on 127.0.0.1, so the client tries shared memory; the region is registered
+    on one replica only, and requests that land on the other must still be answered."""
+    events = [pf_event(942, i) for i in range(3)]
+    with (
+        scale_out(repository, 2, tmp_path) as (envoy, (a, _)),
+        RecoClient(envoy.url, shared_memory="always") as through_envoy,
+        RecoClient(a.grpc_url, shared_memory="never") as direct,
+    ):
+        for _ in range(4):
+            for event in events:
+                result = through_envoy.reconstruct(event)
+                expected = direct.reconstruct(event)
+                assert (result.hit_cluster == expected.hit_cluster).all()
+                assert (result.candidates["pdg"] == expected.candidates["pdg"]).all()

@@ -432,9 +432,16 @@ class RecoClient:
             )
             outputs.append((name, out, offset))
             offset += max(out_sizes[name], 8)
-        result = server.client.infer(
-            model, inputs, outputs=[o for _, o, _ in outputs], client_timeout=self.timeout
-        )
+        try:
+            result = server.client.infer(
+                model, inputs, outputs=[o for _, o, _ in outputs], client_timeout=self.timeout
+            )
+        except Exception as err:
+            # Behind a load balancer the region is registered on one replica only; another
+            # replica does not know it. Fall back to plain gRPC for this server.
+            if "shared memory" in str(err).lower() or "region" in str(err).lower():
+                raise _ShmUnavailable(str(err)) from err
+            raise
         arrays: dict[str, np.ndarray] = {}
         for name, _, off in outputs:
             meta = result.get_output(name)
