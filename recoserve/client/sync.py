@@ -24,7 +24,6 @@ import contextlib
 import queue
 import time
 import uuid
-import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -471,10 +470,3 @@ def _message(error: Exception | None) -> str:
         return "unknown error"
     message = getattr(error, "message", None)
     return str(message() if callable(message) else error)
-
-
-def quiet_shared_memory_import() -> None:
-    """tritonclient 2.51 imports the deprecated pkg_resources; silence its warning once."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import tritonclient.utils.shared_memory  # noqa: F401

@@ -26,16 +26,25 @@ INPUT_NAMES = ("hits", "segment")
 PARITY_SEED = 400  # fresh events, not used for training, validation or evaluation
 
 
-def export_onnx(model: torch.nn.Module, path: Path, example_hits: np.ndarray) -> Path:
-    return export_network_onnx(model, path, example_hits, INPUT_NAMES, OUTPUT_NAMES)
+def export_onnx(
+    model: torch.nn.Module,
+    path: Path,
+    example_hits: np.ndarray,
+    names: tuple[tuple[str, str], tuple[str, ...]] = (INPUT_NAMES, OUTPUT_NAMES),
+) -> Path:
+    return export_network_onnx(model, path, example_hits, *names)
 
 
 def export_clustering(
-    checkpoint: Path, output_dir: Path, particles: tuple[int, ...] = (1, 10, 50, 100)
+    checkpoint: Path,
+    output_dir: Path,
+    particles: tuple[int, ...] = (1, 10, 50, 100),
+    names: tuple[tuple[str, str], tuple[str, ...]] = (INPUT_NAMES, OUTPUT_NAMES),
 ) -> dict[str, object]:
     """Write TorchScript and ONNX next to each other and check both against eager PyTorch on
     fresh events of several sizes; raises if any output differs by more than 1e-4 of its scale
-    (``max_scaled_difference``)."""
+    (``max_scaled_difference``). ``names`` are the ONNX graph's (input, output) tensor names:
+    the Triton repository uses its own upper-case contract names."""
     from recoserve.nn.checkpoint import load_clustering
     from recoserve.sim.particles import GunConfig
     from recoserve.sim.simulator import SimConfig, Simulator
@@ -46,7 +55,7 @@ def export_clustering(
         for i, n in enumerate(particles)
     ]
     ts_path = export_torchscript(model, output_dir / "gravnet_oc.torchscript.pt")
-    onnx_path = export_onnx(model, output_dir / "gravnet_oc.onnx", events[0])
+    onnx_path = export_onnx(model, output_dir / "gravnet_oc.onnx", events[0], names)
     checks = parity_checks(model, ts_path, onnx_path, events)
     return {
         "torchscript": str(ts_path),

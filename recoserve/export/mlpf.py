@@ -21,8 +21,14 @@ INPUT_NAMES = ("elements", "segment")
 PARITY_SEED = 410  # fresh events of the MLPF sample
 
 
-def export_mlpf(checkpoint: Path, output_dir: Path, n_events: int = 4) -> dict[str, object]:
-    """Write mlpf.torchscript.pt and mlpf.onnx; raises if parity with eager fails."""
+def export_mlpf(
+    checkpoint: Path,
+    output_dir: Path,
+    n_events: int = 4,
+    names: tuple[tuple[str, str], tuple[str, ...]] = (INPUT_NAMES, OUTPUT_NAMES),
+) -> dict[str, object]:
+    """Write mlpf.torchscript.pt and mlpf.onnx (with the (input, output) tensor ``names``);
+    raises if parity with eager fails."""
     from recoserve.inprocess import ClusteringPipeline
     from recoserve.nn.checkpoint import load_mlpf
     from recoserve.postprocess.elements import build_elements
@@ -36,7 +42,7 @@ def export_mlpf(checkpoint: Path, output_dir: Path, n_events: int = 4) -> dict[s
         hits = event.hits.features()
         examples.append(build_elements(hits, event.tracks.features(), clustering.cluster(hits)))
     ts_path = export_torchscript(model, output_dir / "mlpf.torchscript.pt")
-    onnx_path = export_onnx(model, output_dir / "mlpf.onnx", examples[0], INPUT_NAMES, OUTPUT_NAMES)
+    onnx_path = export_onnx(model, output_dir / "mlpf.onnx", examples[0], *names)
     checks = parity_checks(model, ts_path, onnx_path, examples)
     return {
         "torchscript": str(ts_path),

@@ -202,34 +202,26 @@ def build_repository(
     ``network_mode`` overrides how the public models run the networks ("inline" ONNX Runtime,
     the local default; "bls" calls to gravnet_oc / mlpf, the ngc default).
     """
-    from recoserve.export.clustering import export_clustering
-    from recoserve.export.mlpf import export_mlpf
-    from recoserve.export.network import export_onnx
-    from recoserve.nn.checkpoint import load_clustering, load_mlpf
+    from recoserve.nn.checkpoint import load_clustering
 
     options = options or ServingOptions()
     mode = network_mode or ("bls" if flavour == "ngc" else "inline")
     version = str(options.version)
-    checked: dict[str, object] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        if parity:
-            c = export_clustering(clustering_checkpoint, Path(tmp) / "clustering")
-            m = export_mlpf(mlpf_checkpoint, Path(tmp) / "mlpf")
-            checked = {
-                "clustering_max_scaled_diff": c["max_scaled_diff"],
-                "mlpf_max_scaled_diff": m["max_scaled_diff"],
-            }
-        gravnet, thresholds, clustering_info = load_clustering(clustering_checkpoint)
-        mlpf, mlpf_info = load_mlpf(mlpf_checkpoint)
-        if output.exists():
-            shutil.rmtree(output)
-        output.mkdir(parents=True)
-        example_hits = np.zeros((8, 5), np.float32) + np.array([10, 10, 330, 0.1, 11], np.float32)
-        export_onnx(gravnet, output / "gravnet_oc" / version / "model.onnx", example_hits,
-                    ("HITS", "SEGMENT"), tuple(t.name for t in CLUSTERING_OUT))  # fmt: skip
-        example_elements = np.ones((4, 19), np.float32)
-        export_onnx(mlpf, output / "mlpf" / version / "model.onnx", example_elements,
-                    ("ELEMENTS", "SEGMENT"), tuple(t.name for t in MLPF_OUT))  # fmt: skip
+    _, thresholds, clustering_info = load_clustering(clustering_checkpoint)
+    if output.exists():
+        shutil.rmtree(output)
+    output.mkdir(parents=True)
+    clustering_diff, clustering_info = export_served_network(
+        "gravnet_oc", clustering_checkpoint, output / "gravnet_oc" / version, parity
+    )
+    mlpf_diff, mlpf_info = export_served_network(
+        "mlpf", mlpf_checkpoint, output / "mlpf" / version, parity
+    )
+    checked = (
+        {"clustering_max_scaled_diff": clustering_diff, "mlpf_max_scaled_diff": mlpf_diff}
+        if parity
+        else {}
+    )
     common = {
         "t_beta": str(thresholds.t_beta),
         "t_d": str(thresholds.t_d),
@@ -264,6 +256,42 @@ def build_repository(
     }
     (output / "recoserve.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def export_served_network(
+    name: str, checkpoint: Path, folder: Path, parity: bool
+) -> tuple[float | None, dict[str, object]]:
+    """Write ``folder``/model.onnx of ``gravnet_oc`` or ``mlpf`` with the served tensor names;
+    with ``parity``, that very graph is the one checked against eager PyTorch. Returns (worst
+    scaled difference or None, checkpoint provenance)."""
+    import torch
+
+    from recoserve.export.clustering import export_clustering
+    from recoserve.export.mlpf import export_mlpf
+    from recoserve.export.network import export_onnx
+    from recoserve.nn.checkpoint import load_clustering, load_mlpf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    inputs = ("HITS", "SEGMENT") if name == "gravnet_oc" else ("ELEMENTS", "SEGMENT")
+    outputs = tuple(t.name for t in (CLUSTERING_OUT if name == "gravnet_oc" else MLPF_OUT))
+    if parity:
+        with tempfile.TemporaryDirectory() as tmp:
+            export = export_clustering if name == "gravnet_oc" else export_mlpf
+            report = export(checkpoint, Path(tmp), names=(inputs, outputs))
+            shutil.move(str(report["onnx"]), folder / "model.onnx")
+        worst = report["max_scaled_diff"]
+        info = report["checkpoint_info"]
+        assert isinstance(worst, float) and isinstance(info, dict)
+        return worst, info
+    model: torch.nn.Module
+    if name == "gravnet_oc":
+        model, _, info = load_clustering(checkpoint)
+        example = np.zeros((8, 5), np.float32) + np.array([10, 10, 330, 0.1, 11], np.float32)
+    else:
+        model, info = load_mlpf(checkpoint)
+        example = np.ones((4, 19), np.float32)
+    export_onnx(model, folder / "model.onnx", example, inputs, outputs)
+    return None, dict(info)
 
 
 def repository_is_current(path: Path, flavour: Flavour = "local") -> bool:

@@ -16,33 +16,35 @@ DEFAULT_CLUSTERING_CHECKPOINT = (
 )
 
 
+def _save(path: str | Path, fmt: str, model: GravNetOC | MLPF, extra: dict[str, Any]) -> None:
+    """Weights, model config and ``extra`` (provenance, thresholds) in one torch file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = {"format": fmt, "config": model.config.to_dict(), "state_dict": model.state_dict()}
+    torch.save({**blob, **extra}, path)
+
+
+def _load(path: str | Path, what: str) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no {what} checkpoint at {path}; train one with `recoserve train {what.lower()}`"
+        )
+    return dict(torch.load(path, map_location="cpu", weights_only=True))
+
+
 def save_clustering(
     path: str | Path, model: GravNetOC, thresholds: CondensationThresholds, info: dict[str, Any]
 ) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {
-            "format": "recoserve-gravnet-oc-1",
-            "config": model.config.to_dict(),
-            "state_dict": model.state_dict(),
-            "thresholds": {"t_beta": thresholds.t_beta, "t_d": thresholds.t_d},
-            "info": info,
-        },
-        path,
-    )
+    thresholds_dict = {"t_beta": thresholds.t_beta, "t_d": thresholds.t_d}
+    _save(path, "recoserve-gravnet-oc-1", model, {"thresholds": thresholds_dict, "info": info})
 
 
 def load_clustering(
     path: str | Path = DEFAULT_CLUSTERING_CHECKPOINT,
 ) -> tuple[GravNetOC, CondensationThresholds, dict[str, Any]]:
     """(model in eval mode, condensation thresholds, provenance info) from a checkpoint."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"no clustering checkpoint at {path}; train one with `recoserve train clustering`"
-        )
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    blob = _load(path, "clustering")
     model = GravNetOC(GravNetConfig(**blob["config"]))
     model.load_state_dict(blob["state_dict"])
     model.eval()
@@ -53,27 +55,12 @@ DEFAULT_MLPF_CHECKPOINT = DEFAULT_CLUSTERING_CHECKPOINT.parents[1] / "mlpf" / "m
 
 
 def save_mlpf(path: str | Path, model: MLPF, info: dict[str, Any]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {
-            "format": "recoserve-mlpf-1",
-            "config": model.config.to_dict(),
-            "state_dict": model.state_dict(),
-            "info": info,
-        },
-        path,
-    )
+    _save(path, "recoserve-mlpf-1", model, {"info": info})
 
 
 def load_mlpf(path: str | Path = DEFAULT_MLPF_CHECKPOINT) -> tuple[MLPF, dict[str, Any]]:
     """(model in eval mode, provenance info) from an MLPF checkpoint."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"no MLPF checkpoint at {path}; train one with `recoserve train mlpf`"
-        )
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    blob = _load(path, "MLPF")
     model = MLPF(MLPFConfig(**blob["config"]))
     model.load_state_dict(blob["state_dict"])
     model.eval()

@@ -292,41 +292,32 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         503: {"description": "Triton unavailable"},
     }
 
-    @app.post(
-        "/v1/cluster",
-        tags=["reconstruction"],
-        openapi_extra=_request_body(EVENT_SCHEMA, "One event: hits (tracks are ignored)."),
-        responses=errors,
-    )
-    async def cluster(request: Request) -> Response:
-        """Cluster the hits of one event (hgcal_clustering)."""
-        authorise(request)
-        events = await read_events(request, batch=False)
-        return respond(request, await infer("cluster", events), batch=False)
+    def events_endpoint(kind: str, batch: bool, doc: str) -> Any:
+        async def endpoint(request: Request) -> Response:
+            authorise(request)
+            events = await read_events(request, batch)
+            return respond(request, await infer(kind, events), batch)
 
-    @app.post(
-        "/v1/reconstruct",
-        tags=["reconstruction"],
-        openapi_extra=_request_body(EVENT_SCHEMA, "One event: hits and tracks."),
-        responses=errors,
-    )
-    async def reconstruct(request: Request) -> Response:
-        """Clusters and particle candidates of one event (event_reco)."""
-        authorise(request)
-        events = await read_events(request, batch=False)
-        return respond(request, await infer("reconstruct", events), batch=False)
+        endpoint.__doc__ = doc
+        return endpoint
 
-    @app.post(
-        "/v1/reconstruct/batch",
-        tags=["reconstruction"],
-        openapi_extra=_request_body(BATCH_SCHEMA, "Several events."),
-        responses=errors,
-    )
-    async def reconstruct_batch(request: Request) -> Response:
-        """Clusters and candidates of several events (sent to Triton concurrently)."""
-        authorise(request)
-        events = await read_events(request, batch=True)
-        return respond(request, await infer("reconstruct", events), batch=True)
+    for path, kind, batch, schema, body, doc in (
+        ("/v1/cluster", "cluster", False, EVENT_SCHEMA, "One event: hits (tracks are ignored).",
+         "Cluster the hits of one event (hgcal_clustering)."),
+        ("/v1/reconstruct", "reconstruct", False, EVENT_SCHEMA, "One event: hits and tracks.",
+         "Clusters and particle candidates of one event (event_reco)."),
+        ("/v1/reconstruct/batch", "reconstruct", True, BATCH_SCHEMA, "Several events.",
+         "Clusters and candidates of several events (sent to Triton concurrently)."),
+    ):  # fmt: skip
+        app.add_api_route(
+            path,
+            events_endpoint(kind, batch, doc),
+            methods=["POST"],
+            name=path.strip("/").replace("/", "_"),
+            tags=["reconstruction"],
+            openapi_extra=_request_body(schema, body),
+            responses=errors,
+        )
 
     @app.post("/v1/simulate", tags=["display"], responses=errors)
     async def simulate(particles: int = 30, seed: int = 1, jets: bool = False) -> JSONResponse:

@@ -29,6 +29,7 @@ from recoserve.nn.losses import OCWeights, object_condensation_loss
 from recoserve.postprocess.condensation import CondensationThresholds, condense
 from recoserve.sim.particles import GunConfig
 from recoserve.sim.simulator import SimConfig, Simulator
+from recoserve.train.loop import BestWeights, cosine_lr, optimise, update_running
 from recoserve.train.targets import event_targets
 
 TRAIN_SEED = 100
@@ -149,8 +150,7 @@ def train_clustering(
     budget = config.minutes * 60.0
     start = time.perf_counter()
     history: list[dict[str, float]] = []
-    best_val = math.inf
-    best_state: dict[str, torch.Tensor] = {}
+    best = BestWeights()
     order: list[int] = []
     step = 0
     running: dict[str, float] = {}
@@ -163,18 +163,12 @@ def train_clustering(
         if len(hits) == 0:
             continue
         progress = min((time.perf_counter() - start) / budget, 1.0)
-        lr = config.learning_rate * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        lr = cosine_lr(config.learning_rate, progress, 0.05)
         out = model(hits, torch.zeros(len(hits), dtype=torch.int64))
         terms = object_condensation_loss(out, targets, config.weights)
-        optimizer.zero_grad()
-        terms["total"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        optimizer.step()
+        optimise(model, optimizer, terms["total"], lr)
         step += 1
-        for key, value in terms.items():
-            running[key] = running.get(key, 0.0) * 0.98 + float(value.detach()) * 0.02
+        update_running(running, terms)
         if step % config.validate_every == 0:
             val = validation_loss(model, val_events, config.weights)
             record = {
@@ -186,15 +180,9 @@ def train_clustering(
             }
             history.append(record)
             log(json.dumps({k: round(v, 4) for k, v in record.items()}))
-            if val < best_val:
-                best_val = val
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    final_val = validation_loss(model, val_events, config.weights)
-    if final_val < best_val or not best_state:
-        best_val = final_val
-        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    model.load_state_dict(best_state)
-    model.eval()
+            best.offer(val, model)
+    best.offer(validation_loss(model, val_events, config.weights), model)
+    best.restore(model)
     train_minutes = (time.perf_counter() - start) / 60
 
     def score(clustered: list[tuple[Event, Any]]) -> float:
@@ -213,7 +201,7 @@ def train_clustering(
         "total_steps": earlier_steps + step,
         "total_train_minutes": earlier_minutes + train_minutes,
         "previous_stage": previous,
-        "best_validation_loss": best_val,
+        "best_validation_loss": best.value,
         "thresholds": asdict(thresholds),
         "threshold_grid": grid,
         "history": history,

@@ -34,6 +34,7 @@ from recoserve.postprocess.elements import build_elements
 from recoserve.sim.jets import JetGunConfig, shoot_jets
 from recoserve.sim.particles import GunConfig, shoot
 from recoserve.sim.simulator import Simulator
+from recoserve.train.loop import BestWeights, cosine_lr, optimise, update_running
 from recoserve.train.pf_targets import element_targets, pf_truth
 
 TRAIN_SEED = 110
@@ -237,8 +238,7 @@ def train_mlpf(
     budget = config.minutes * 60.0
     start = time.perf_counter()
     history: list[dict[str, float]] = []
-    best_val = math.inf
-    best_state: dict[str, torch.Tensor] = {}
+    best = BestWeights()
     order: list[int] = []
     step = 0
     running: dict[str, float] = {}
@@ -249,17 +249,11 @@ def train_mlpf(
         events = [order.pop() for _ in range(config.batch_events)]
         elements, segment, cls, reg = train.batch(events)
         progress = min((time.perf_counter() - start) / budget, 1.0)
-        lr = config.learning_rate * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress)))
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        lr = cosine_lr(config.learning_rate, progress, 0.02)
         terms = mlpf_loss(model(elements, segment), cls, reg, config.weights)
-        optimizer.zero_grad()
-        terms["total"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        optimizer.step()
+        optimise(model, optimizer, terms["total"], lr)
         step += 1
-        for key, value in terms.items():
-            running[key] = running.get(key, 0.0) * 0.98 + float(value.detach()) * 0.02
+        update_running(running, terms)
         if step % config.validate_every == 0:
             val = evaluate_loss(model, validation, config.weights)
             record = {
@@ -271,20 +265,14 @@ def train_mlpf(
             }
             history.append(record)
             log(json.dumps({k: round(v, 4) for k, v in record.items()}))
-            if val["total"] < best_val:
-                best_val = val["total"]
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    final = evaluate_loss(model, validation, config.weights)["total"]
-    if final < best_val or not best_state:
-        best_val = final
-        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    model.load_state_dict(best_state)
-    model.eval()
+            best.offer(val["total"], model)
+    best.offer(evaluate_loss(model, validation, config.weights)["total"], model)
+    best.restore(model)
     train_minutes = (time.perf_counter() - start) / 60
     metrics = {
         "steps": step,
         "train_minutes": train_minutes,
-        "best_validation_loss": best_val,
+        "best_validation_loss": best.value,
         "history": history,
         "config": {
             **{k: v for k, v in asdict(config).items() if k not in ("model", "weights")},
