@@ -136,9 +136,9 @@ class AsyncRecoClient:
 
     async def _pick(self, model: str) -> _AsyncServer:
         now = time.monotonic()
+        # Servers not cooling down first, in the given order; a cooling one is tried only
+        # after every other failed its health check.
         for server in sorted(self.servers, key=lambda s: s.down_until > now):
-            if server.down_until > now and any(s.down_until <= now for s in self.servers):
-                continue
             if await server.healthy(model):
                 if self.expected_checkpoints and server.url not in self._checked:
                     await self._check(server, model)

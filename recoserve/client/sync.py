@@ -329,9 +329,9 @@ class RecoClient:
     def _pick(self, model: str) -> _Server:
         """The first server that is not cooling down and is healthy."""
         now = time.monotonic()
+        # Servers not cooling down first, in the given order; a cooling one is tried only
+        # after every other failed its health check.
         for server in sorted(self.servers, key=lambda s: s.down_until > now):
-            if server.down_until > now and any(s.down_until <= now for s in self.servers):
-                continue
             if server.healthy(model):
                 if self.expected_checkpoints and server.url not in self._checked:
                     self.check_model(model, server)
