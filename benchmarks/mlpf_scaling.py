@@ -47,7 +47,7 @@ def main() -> None:
     from recoserve.export.repository import build_repository
     from recoserve.inprocess import ClusteringPipeline
     from recoserve.postprocess.elements import COLUMN, build_elements
-    from recoserve.train.mlpf import pf_event
+    from recoserve.sim.classes import pf_event
 
     workdir = Path(tempfile.mkdtemp(prefix="recoserve-mlpf-scaling-"))
     build_repository(workdir / "repo", "local", parity=False)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from recoserve.client import RecoClient
-from recoserve.train.mlpf import pf_event
+from recoserve.sim.classes import pf_event
 
 
 def main() -> None:

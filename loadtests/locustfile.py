@@ -14,7 +14,7 @@ import os
 import numpy as np
 from locust import HttpUser, between, task
 
-from recoserve.train.mlpf import pf_event
+from recoserve.sim.classes import pf_event
 
 EVENTS = [pf_event(611, i) for i in range(int(os.environ.get("LOADTEST_EVENTS", "8")))]
 JSON_BODIES = [{"hits": e.hits.features().tolist(), "tracks": e.tracks.features().tolist()}

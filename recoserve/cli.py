@@ -475,27 +475,66 @@ def export_repository_command(
 
 @evaluate_app.command("clustering")
 def evaluate_clustering_command(
-    events: Annotated[int, typer.Option("--events", "-n", min=1, help="Held-out events.")] = 200,
-    output_dir: Annotated[Path, typer.Option("-o", "--output-dir")] = Path("docs/results"),
+    event_class: Annotated[
+        str,
+        typer.Option("--class", help="Event class: gun, dense, jets, jets_pu140."),
+    ] = "gun",
+    input_file: Annotated[
+        Path | None,
+        typer.Option("--input", help="Evaluate on an events file (e.g. `simulate --from`)."),
+    ] = None,
+    tuned_on: Annotated[
+        str, typer.Option(help="With --input: the class whose validation tunings to use.")
+    ] = "jets",
+    events: Annotated[int, typer.Option("--events", "-n", min=1, help="Test events.")] = 200,
+    validation_events: Annotated[
+        int, typer.Option(min=1, help="Validation events for tuning CLUE and the thresholds.")
+    ] = 200,
+    output_dir: Annotated[Path, typer.Option("-o", "--output-dir")] = Path("docs/results/benchmark"),
     checkpoint: Annotated[Path, typer.Option(help="Trained checkpoint.")] = Path(
         "checkpoints/clustering/gravnet_oc.pt"
     ),
 ) -> None:
-    """GravNet + object condensation vs CLUE on held-out events: metrics JSON and plots."""
-    from recoserve.inprocess import ClusteringPipeline
-    from recoserve.metrics.clustering_report import evaluate
+    """GravNet + object condensation vs tuned CLUE on one event class's test events (or an
+    events file): one block of clustering_benchmark.json, and a figure."""
+    from recoserve.metrics.clustering_report import BENCHMARK_JSON, run_class
 
     try:
-        pipeline = ClusteringPipeline(checkpoint)
-    except FileNotFoundError as err:
+        block = run_class(
+            None if input_file else event_class,
+            input_file,
+            events,
+            validation_events,
+            checkpoint,
+            output_dir,
+            tuned_on=tuned_on,
+            log=console.print,
+        )
+    except (FileNotFoundError, ValueError) as err:
         raise _fail(str(err)) from None
-    report = evaluate(events, pipeline, output_dir, log=console.print)
-    table = Table(title=f"clustering on {events} held-out events")
-    for column in ("", "GravNet + OC", "CLUE"):
+    table = Table(title=f"clustering, {block['label']}: {block['events']} test events")
+    for column in (
+        "",
+        "GravNet + OC",
+        "CLUE (tuned)",
+        "GravNet, legacy truth",
+        "CLUE, legacy truth",
+    ):
         table.add_column(column, justify="right")
-    for key in ("efficiency_above_20GeV", "fake_rate_above_10GeV", "response_median", "resolution"):
-        table.add_row(key, f"{report['gravnet'][key]:.3f}", f"{report['clue'][key]:.3f}")
+    keys = (
+        "efficiency_above_20GeV", "efficiency_5_20GeV", "fake_rate_above_10GeV",
+        "fake_rate_above_1GeV", "response_median", "resolution",
+    )  # fmt: skip
+    for key in keys:
+        table.add_row(
+            key,
+            *(
+                f"{block[a][key]:.3f}"
+                for a in ("network", "clue", "network_legacy_truth", "clue_legacy_truth")
+            ),
+        )
     Console().print(table)
+    console.print(f"written to {output_dir / BENCHMARK_JSON}")
 
 
 @evaluate_app.command("mlpf")

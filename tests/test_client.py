@@ -18,7 +18,7 @@ from recoserve.events.parquet import write_events
 from recoserve.inprocess import ClusteringPipeline, EventRecoPipeline
 from recoserve.postprocess.tensors import InvalidInput
 from recoserve.server.triton import TritonServer, free_ports, start_triton
-from recoserve.train.mlpf import pf_event
+from recoserve.sim.classes import pf_event
 
 FRESH_SEED = 921
 

@@ -18,7 +18,7 @@ import yaml
 from recoserve.client import AsyncRecoClient, RecoClient
 from recoserve.server import gateway as gateway_module
 from recoserve.server.envoy import envoy_config, scale_out
-from recoserve.train.mlpf import pf_event
+from recoserve.sim.classes import pf_event
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "docker" / "k8s"

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from recoserve.client import RecoClient
 from recoserve.server import bodies
 from recoserve.server.triton import TritonServer, free_ports
-from recoserve.train.mlpf import pf_event
+from recoserve.sim.classes import pf_event
 
 FRESH_SEED = 931
 JWT_SECRET = "test-secret-for-bearer-tokens-0123456789"

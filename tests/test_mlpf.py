@@ -31,7 +31,7 @@ from recoserve.postprocess.elements import (
     build_elements,
     track_elements,
 )
-from recoserve.train.mlpf import pf_event
+from recoserve.sim.classes import pf_event
 from recoserve.train.pf_targets import element_targets, pf_truth, truth_clusters
 
 FRESH_SEED = 911

@@ -24,7 +24,7 @@ from recoserve.export.repository import MODEL_CLASSES, build_repository
 from recoserve.inprocess import ClusteringPipeline, EventRecoPipeline
 from recoserve.postprocess.tensors import MAX_HITS, candidate_table, cluster_table
 from recoserve.server.triton import Ports, TritonError, TritonServer, free_ports, start_triton
-from recoserve.train.mlpf import pf_event
+from recoserve.sim.classes import pf_event
 
 FRESH_SEED = 901  # events no training, tuning or evaluation used
 

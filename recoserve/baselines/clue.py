@@ -124,11 +124,26 @@ def _clue_core(
     return np.where(root_is_seed, cluster_of_seed[np.maximum(parent, 0)], -1)
 
 
-def clue(hits: Hits, params: ClueParams | None = None) -> ClueResult:
-    """Layer clusters (2D CLUE) and showers (3D association) of one event."""
+@dataclass
+class LayerClusters:
+    """The 2D step's result: per-hit layer cluster and each layer cluster's energy, position
+    projected to the calorimeter face and (side, layer) key. The 3D association depends only
+    on this, so tuning its parameters reuses one 2D pass per event."""
+
+    hit_layer_cluster: np.ndarray  # int64 [N], -1 = outlier / below ecut
+    hit_energy: np.ndarray  # float64 [N]
+    energy: np.ndarray  # float64 [K2]
+    projected: np.ndarray  # float64 [K2, 2], cm at the face
+    key: np.ndarray  # int64 [K2]: side * 100 + layer
+
+
+def layer_clusters(
+    hits: Hits, params: ClueParams | None = None, readout: ReadoutConfig | None = None
+) -> LayerClusters:
+    """2D CLUE in every layer (``readout`` gives the noise the thresholds are counted in)."""
     p = params or ClueParams()
     n = len(hits)
-    sigma, scint = hit_noise(hits)
+    sigma, scint = hit_noise(hits, readout)
     energy = hits.energy.astype(np.float64)
     use = energy >= p.ecut * sigma
     idx = np.flatnonzero(use)
@@ -147,33 +162,49 @@ def clue(hits: Hits, params: ClueParams | None = None) -> ClueResult:
     )
     layer_cluster = np.full(n, -1, dtype=np.int64)
     layer_cluster[idx] = lc_local
-    # Layer-cluster properties: energy, energy-weighted position, layer.
     ok = idx[lc_local >= 0]
     lc = layer_cluster[ok]
     k2 = int(lc.max(initial=-1)) + 1
     e_lc = np.bincount(lc, weights=energy[ok], minlength=k2)
-    x_lc = np.bincount(lc, weights=energy[ok] * hits.x[ok], minlength=k2) / np.maximum(e_lc, 1e-12)
-    y_lc = np.bincount(lc, weights=energy[ok] * hits.y[ok], minlength=k2) / np.maximum(e_lc, 1e-12)
-    z_lc = np.bincount(lc, weights=energy[ok] * np.abs(hits.z[ok]), minlength=k2) / np.maximum(
-        e_lc, 1e-12
-    )
+    norm = np.maximum(e_lc, 1e-12)
+    x_lc = np.bincount(lc, weights=energy[ok] * hits.x[ok], minlength=k2) / norm
+    y_lc = np.bincount(lc, weights=energy[ok] * hits.y[ok], minlength=k2) / norm
+    z_lc = np.bincount(lc, weights=energy[ok] * np.abs(hits.z[ok]), minlength=k2) / norm
     key_lc = np.zeros(k2, dtype=np.int64)
     key_lc[lc] = (hits.z[ok] < 0).astype(np.int64) * 100 + hits.layer[ok]
     face = Z_FRONT / np.maximum(z_lc, 1.0)
     proj = np.column_stack([x_lc * face, y_lc * face])
+    return LayerClusters(layer_cluster, energy, e_lc, proj, key_lc)
+
+
+def associate(lcs: LayerClusters, params: ClueParams | None = None) -> ClueResult:
+    """The CLUE3D-like step: layer clusters into showers."""
+    p = params or ClueParams()
+    k2 = len(lcs.energy)
     shower_of_lc = _clue_core(
-        proj,
-        key_lc,
-        e_lc,
+        lcs.projected,
+        lcs.key,
+        lcs.energy,
         np.full(k2, p.dc_3d),
         np.full(k2, p.rho_c_3d),
         p.outlier_delta_factor,
         search=p.outlier_delta_factor * p.dc_3d,
         layer_window=np.full(k2, p.sibling_layers),
     )
-    hit_cluster = np.full(n, -1, dtype=np.int64)
-    hit_cluster[ok] = shower_of_lc[lc]
+    layer_cluster = lcs.hit_layer_cluster
+    ok = layer_cluster >= 0
+    hit_cluster = np.full(len(layer_cluster), -1, dtype=np.int64)
+    hit_cluster[ok] = shower_of_lc[layer_cluster[ok]]
     clustered = hit_cluster >= 0
     k3 = int(hit_cluster.max(initial=-1)) + 1
-    cluster_energy = np.bincount(hit_cluster[clustered], weights=energy[clustered], minlength=k3)
+    cluster_energy = np.bincount(
+        hit_cluster[clustered], weights=lcs.hit_energy[clustered], minlength=k3
+    )
     return ClueResult(layer_cluster, hit_cluster, cluster_energy)
+
+
+def clue(
+    hits: Hits, params: ClueParams | None = None, readout: ReadoutConfig | None = None
+) -> ClueResult:
+    """Layer clusters (2D CLUE) and showers (3D association) of one event."""
+    return associate(layer_clusters(hits, params, readout), params)

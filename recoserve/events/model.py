@@ -65,6 +65,8 @@ class Table:
         )
 
 
+NO_TIME_NS = -1.0  # Hits.time of a hit below the timing threshold (no time measured)
+
 F32 = np.dtype(np.float32)
 F64 = np.dtype(np.float64)
 I8 = np.dtype(np.int8)
@@ -94,7 +96,8 @@ class Hits(Table):
         "truth_particle": I32, "truth_fraction": F32, "true_energy": F32,
     }  # fmt: skip
     UNITS: ClassVar[dict[str, str]] = {
-        "x": "cm", "y": "cm", "z": "cm", "energy": "GeV (EM scale)", "time": "ns",
+        "x": "cm", "y": "cm", "z": "cm", "energy": "GeV (EM scale)",
+        "time": "ns, -1 = not measured (below the timing threshold)",
         "layer": "0-49", "cell_id": "see docs/geometry.md",
         "truth_particle": "row in particles, -1 = noise",
         "truth_fraction": "share of true_energy from truth_particle",

@@ -32,7 +32,7 @@ def export_mlpf(
     from recoserve.inprocess import ClusteringPipeline
     from recoserve.nn.checkpoint import load_mlpf
     from recoserve.postprocess.elements import build_elements
-    from recoserve.train.mlpf import pf_event
+    from recoserve.sim.classes import pf_event
 
     model, info = load_mlpf(checkpoint)
     clustering = ClusteringPipeline()

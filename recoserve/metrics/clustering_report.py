@@ -1,16 +1,30 @@
-"""Held-out evaluation of the clustering: the GravNet model and CLUE side by side, same events.
+"""The clustering benchmark: the network and CLUE side by side, per event class, same events.
 
-`recoserve evaluate clustering` simulates held-out events (a seed never used in training or
-tuning; 20-100 particles each), runs both algorithms, computes the metrics of
-``recoserve.metrics.showers`` and writes a JSON and plots. CLUE's 3D-association parameters
-are tuned on the validation events with the same score as the network's thresholds, so that
-the comparison is fair.
+`recoserve evaluate clustering --class NAME` (or ``--input FILE``):
+
+1. takes the class's *validation* events (``recoserve.sim.classes``), runs CLUE's 2D step and
+   the network once per event, and tunes CLUE's 3D association (dc_3d, rho_c_3d; the grid
+   grows until the best point is inside it), CLUE's energy scale (median response 1) and the
+   network's condensation thresholds (t_beta, t_d), all to the same ``selection_score``. The
+   tunings are written under ``checkpoints/`` and reused while the checkpoint is unchanged;
+2. runs both on the class's *test* events and reports, with the resolvable truth definition
+   and, as a second row, the legacy one (``recoserve.events.truth``): efficiency (> 20 GeV and
+   in bins down to 1 GeV, vs distance to the nearest shower, vs local energy fraction), fake
+   rates, response, resolution, per EM/hadron, seconds per event;
+3. writes the class's block into ``clustering_benchmark.json`` (one block per class) and a
+   figure per class.
+
+An events file has no validation split: it is evaluated with the tunings of ``--tuned-on``
+(default ``jets``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,134 +35,324 @@ import matplotlib.pyplot as plt
 import mplhep
 import numpy as np
 
-from recoserve.baselines.clue import ClueParams, clue
+from recoserve.baselines.clue import ClueParams, LayerClusters, associate, layer_clusters
 from recoserve.events.model import Event
+from recoserve.events.truth import LEGACY, RESOLVABLE, TruthDefinition, TruthObjects, truth_objects
 from recoserve.inprocess import ClusteringPipeline
-from recoserve.metrics.showers import shower_table, summarize_clustering, summarize_tables
+from recoserve.metrics.showers import selection_score, summarize_tables, truth_table
+from recoserve.metrics.tuning import Axis, grid_search
 from recoserve.plotting import save_figure
-from recoserve.sim.particles import GunConfig
-from recoserve.sim.simulator import SimConfig, Simulator
-from recoserve.train.clustering import TEST_SEED, VALIDATION_SEED, simulate_mixed
+from recoserve.postprocess.chain import CLUSTERING_OUTPUT_WIDTHS, cluster_events, run_batched
+from recoserve.postprocess.condensation import CondensationThresholds, condense
+from recoserve.sim.classes import EventClass, event_class
+from recoserve.sim.digitize import ReadoutConfig
+
+CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
+CLUE_TUNING_DIR = CHECKPOINTS / "clue"
+NETWORK_TUNING_DIR = CHECKPOINTS / "clustering" / "thresholds"
+BENCHMARK_JSON = "clustering_benchmark.json"
+
+CLUE_AXES = [
+    Axis("dc_3d", (1.0, 2.0, 3.5, 6.0)),
+    Axis("rho_c_3d", (0.05, 0.2, 0.8, 2.5)),
+]
+NETWORK_AXES = [
+    Axis("t_beta", (0.1, 0.2, 0.3, 0.5, 0.7), lower=0.01, upper=0.95),
+    Axis("t_d", (0.2, 0.35, 0.5, 0.8), lower=0.05),
+]
+
+Clustering = tuple[np.ndarray, np.ndarray]  # (hit_cluster [N], cluster_energy [K])
 
 
-def held_out_events(n_events: int, seed: int = TEST_SEED) -> list[Event]:
-    """Events of 20-100 particles (drawn per event) from the held-out seed."""
-    counts = np.random.default_rng(seed).integers(20, 101, n_events)
-    return [
-        Simulator(SimConfig(gun=GunConfig(n_particles=int(n)))).event(seed, i)
-        for i, n in enumerate(counts)
-    ]
+@dataclass
+class PreparedEvent:
+    """What tuning needs per validation event, computed once."""
+
+    hit_energy: np.ndarray
+    truth: TruthObjects
+    layer_clusters: LayerClusters
+    network_outputs: list[np.ndarray]
 
 
-def _score(summary: dict[str, Any]) -> float:
-    return float(summary["efficiency_above_20GeV"] - summary["fake_rate_above_10GeV"])
+def _score_of(
+    events: Sequence[PreparedEvent], cluster: Callable[[PreparedEvent], Clustering]
+) -> dict[str, Any]:
+    tables = [truth_table(e.truth, e.hit_energy, cluster(e)) for e in events]
+    return summarize_tables(tables)
 
 
-def tune_clue(events: list[Event]) -> tuple[ClueParams, list[dict[str, float]]]:
-    best = (-np.inf, ClueParams())
-    grid = []
-    for dc_3d in (1.5, 2.5, 3.5, 5.0):
-        for rho_c_3d in (0.3, 0.6, 1.2, 2.5):
-            params = ClueParams(dc_3d=dc_3d, rho_c_3d=rho_c_3d)
-            results = []
-            for e in events:
-                r = clue(e.hits, params)
-                results.append((e, r.hit_cluster, r.cluster_energy))
-            value = _score(summarize_clustering(results))
-            grid.append({"dc_3d": dc_3d, "rho_c_3d": rho_c_3d, "score": value})
-            if value > best[0]:
-                best = (value, params)
-    return best[1], grid
+def _condense(
+    outputs: list[np.ndarray], hit_energy: np.ndarray, t: CondensationThresholds
+) -> Clustering:
+    beta, ccoords, energy_factor, position, time_, logits = outputs
+    c = condense(beta, ccoords, hit_energy, energy_factor, position, time_, logits, t)
+    return c.hit_cluster, c.energy
+
+
+def prepare(
+    events: Sequence[Event], pipeline: ClusteringPipeline, readout: ReadoutConfig
+) -> list[PreparedEvent]:
+    prepared = []
+    for e in events:
+        features = e.hits.features()
+        outputs = run_batched(pipeline.network, [features], CLUSTERING_OUTPUT_WIDTHS)[0]
+        prepared.append(
+            PreparedEvent(
+                hit_energy=e.hits.energy.astype(np.float64),
+                truth=truth_objects(e),
+                layer_clusters=layer_clusters(e.hits, ClueParams(), readout),
+                network_outputs=outputs,
+            )
+        )
+    return prepared
+
+
+def tune_clue(prepared: Sequence[PreparedEvent]) -> dict[str, Any]:
+    """CLUE's 3D parameters (grid grown until the best is inside) and energy scale."""
+
+    def clue_run(params: ClueParams) -> Callable[[PreparedEvent], Clustering]:
+        def run(e: PreparedEvent) -> Clustering:
+            r = associate(e.layer_clusters, params)
+            return r.hit_cluster, r.cluster_energy
+
+        return run
+
+    result = grid_search(
+        lambda p: selection_score(_score_of(prepared, clue_run(_clue_params(p)))), CLUE_AXES
+    )
+    best = _clue_params(result.best)
+    response = _score_of(prepared, clue_run(best))["response_median"]
+    scale = 1.0 / response if np.isfinite(response) and response > 0 else 1.0
+    return {"params": asdict(best), "energy_scale": scale, "grid": result.as_dict()}
+
+
+def _clue_params(point: dict[str, float]) -> ClueParams:
+    return ClueParams(dc_3d=point["dc_3d"], rho_c_3d=point["rho_c_3d"])
+
+
+def tune_network(prepared: Sequence[PreparedEvent]) -> dict[str, Any]:
+    def score(p: dict[str, float]) -> float:
+        t = CondensationThresholds(**p)
+        summary = _score_of(prepared, lambda e: _condense(e.network_outputs, e.hit_energy, t))
+        return selection_score(summary)
+
+    result = grid_search(score, NETWORK_AXES)
+    return {"thresholds": result.best, "grid": result.as_dict()}
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def tunings(
+    cls: EventClass,
+    pipeline: ClusteringPipeline,
+    checkpoint: Path,
+    n_validation: int,
+    log: Callable[[str], Any] = print,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(CLUE tuning, network tuning) of a class: read from checkpoints/ if current, else tuned
+    on ``n_validation`` validation events and written there."""
+    clue_path = CLUE_TUNING_DIR / f"{cls.name}.json"
+    net_path = NETWORK_TUNING_DIR / f"{cls.name}.json"
+    sha = file_sha256(checkpoint)
+    clue = json.loads(clue_path.read_text()) if clue_path.exists() else {}
+    net = json.loads(net_path.read_text()) if net_path.exists() else {}
+    clue_done = clue.get("events", 0) >= n_validation
+    net_done = net.get("checkpoint_sha256") == sha and net.get("events", 0) >= n_validation
+    if clue_done and net_done:
+        return clue, net
+    log(f"tuning on {n_validation} validation events of class {cls.name!r}")
+    prepared = prepare(
+        cls.events("validation", n_validation, cls.simulator()), pipeline, cls.config().readout
+    )
+    if not clue_done:
+        clue = {"class": cls.name, "events": n_validation, **tune_clue(prepared)}
+        _write_json(clue_path, clue)
+    if not net_done:
+        net = {"class": cls.name, "checkpoint_sha256": sha, "events": n_validation}
+        net.update(tune_network(prepared))
+        _write_json(net_path, net)
+    return clue, net
+
+
+def _write_json(path: Path, content: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(content, indent=1, default=_json_default) + "\n")
 
 
 def evaluate(
-    n_events: int, pipeline: ClusteringPipeline, output_dir: Path, log: Any = print
+    events: Sequence[Event],
+    label: str,
+    pipeline: ClusteringPipeline,
+    clue_tuned: dict[str, Any],
+    network_tuned: dict[str, Any],
+    readout: ReadoutConfig,
 ) -> dict[str, Any]:
-    """Run both algorithms on held-out events; write metrics JSON and plots; return the dict."""
-    validation = simulate_mixed(24, VALIDATION_SEED, (10, 20, 30, 40, 50, 60, 80, 100))
-    clue_params, clue_grid = tune_clue(validation)
-    log(f"CLUE tuned on validation: dc_3d={clue_params.dc_3d} rho_c_3d={clue_params.rho_c_3d}")
-    events = held_out_events(n_events)
-    gravnet, clue_results = [], []
-    timing = {"gravnet_s": 0.0, "clue_s": 0.0}
+    """Both algorithms on ``events`` with the given tunings: the benchmark block of a class."""
+    params = ClueParams(**clue_tuned["params"])
+    scale = float(clue_tuned["energy_scale"])
+    thresholds = CondensationThresholds(**network_tuned["thresholds"])
+    timing = {"network_s": 0.0, "clue_s": 0.0}
+    runs: dict[str, list[Clustering]] = {"network": [], "clue": []}
     for event in events:
         t0 = time.perf_counter()
-        clusters = pipeline.cluster(event.hits.features())
+        c = cluster_events(pipeline.network, [event.hits.features()], thresholds)[0]
         t1 = time.perf_counter()
-        baseline = clue(event.hits, clue_params)
+        lcs = layer_clusters(event.hits, params, readout)
+        r = associate(lcs, params)
         t2 = time.perf_counter()
-        timing["gravnet_s"] += t1 - t0
+        timing["network_s"] += t1 - t0
         timing["clue_s"] += t2 - t1
-        gravnet.append((event, clusters.hit_cluster, clusters.energy))
-        clue_results.append((event, baseline.hit_cluster, baseline.cluster_energy))
-    # Match once per event and algorithm; the summary and the plots share the tables.
-    gravnet_tables = [shower_table(e, h, c) for e, h, c in gravnet]
-    clue_tables = [shower_table(e, h, c) for e, h, c in clue_results]
-    report = {
-        "events": n_events,
-        "seed": TEST_SEED,
-        "particles_per_event": "20-100, uniform",
-        "hits_per_event_mean": float(np.mean([len(e.hits) for e in events])),
-        "gravnet": summarize_tables(gravnet_tables),
-        "clue": summarize_tables(clue_tables),
-        "thresholds": {"t_beta": pipeline.thresholds.t_beta, "t_d": pipeline.thresholds.t_d},
-        "clue_params": clue_params.__dict__,
-        "clue_tuning_grid": clue_grid,
-        "seconds_per_event": {k: v / max(n_events, 1) for k, v in timing.items()},
+        runs["network"].append((c.hit_cluster, c.energy))
+        runs["clue"].append((r.hit_cluster, r.cluster_energy * scale))
+    block: dict[str, Any] = {
+        "label": label,
+        "events": len(events),
+        "hits_per_event_mean": float(np.mean([len(e.hits) for e in events])) if events else 0.0,
+        "seconds_per_event": {k: v / max(len(events), 1) for k, v in timing.items()},
+        "clue_params": clue_tuned["params"],
+        "clue_energy_scale": scale,
+        "network_thresholds": network_tuned["thresholds"],
     }
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "clustering_metrics.json").write_text(json.dumps(report, indent=2) + "\n")
-    _plots(gravnet_tables, clue_tables, output_dir)
+    tables: dict[str, list[dict[str, np.ndarray]]] = {}
+    for name, definition in (("", RESOLVABLE), ("_legacy_truth", LEGACY)):
+        truths = [truth_objects(e, definition) for e in events]
+        for algo, results in runs.items():
+            t = [
+                truth_table(tr, e.hits.energy.astype(np.float64), res)
+                for tr, e, res in zip(truths, events, results, strict=True)
+            ]
+            block[algo + name] = summarize_tables(t)
+            if not name:
+                tables[algo] = t
+    block["truth_objects_per_event"] = _objects_per_event(events, RESOLVABLE)
+    block["legacy_objects_per_event"] = _objects_per_event(events, LEGACY)
+    block["_tables"] = tables
+    return block
+
+
+def _objects_per_event(events: Sequence[Event], definition: TruthDefinition) -> float:
+    return float(np.mean([len(truth_objects(e, definition)) for e in events])) if events else 0.0
+
+
+def run_class(
+    name: str | None,
+    input_file: Path | None,
+    n_events: int,
+    n_validation: int,
+    checkpoint: Path,
+    output_dir: Path,
+    tuned_on: str = "jets",
+    log: Callable[[str], Any] = print,
+) -> dict[str, Any]:
+    """Tune (if needed) and evaluate one class or an events file; update the benchmark JSON."""
+    from recoserve.events.parquet import read_events
+
+    pipeline = ClusteringPipeline(checkpoint)
+    cls = event_class(name or tuned_on)
+    clue_tuned, network_tuned = tunings(cls, pipeline, checkpoint, n_validation, log)
+    if input_file is not None:
+        events = read_events(input_file)[:n_events]
+        key, label = f"file:{input_file.name}", f"events file {input_file.name}"
+    else:
+        log(f"simulating {n_events} test events of class {cls.name!r}")
+        events = cls.events("test", n_events, cls.simulator())
+        key, label = cls.name, cls.description
+    block = evaluate(events, label, pipeline, clue_tuned, network_tuned, cls.config().readout)
+    tables = block.pop("_tables")
+    block["checkpoint_sha256"] = file_sha256(checkpoint)
+    stem = f"clustering_{key.replace(':', '_')}"
+    _write_json(output_dir / f"{stem}.json", {"class": key, **block})
+    combine(output_dir)
+    _plots(tables, label, output_dir / f"{stem}.png")
+    return block
+
+
+def combine(output_dir: Path) -> dict[str, Any]:
+    """``clustering_benchmark.json``: the per-class results of ``output_dir`` in one file."""
+    classes = {}
+    for path in sorted(output_dir.glob("clustering_*.json")):
+        if path.name != BENCHMARK_JSON:
+            block = json.loads(path.read_text())
+            classes[block.pop("class")] = block
+    report = {"truth_definition": asdict(RESOLVABLE), "classes": classes}
+    _write_json(output_dir / BENCHMARK_JSON, report)
     return report
 
 
-def _plots(
-    gravnet: list[dict[str, np.ndarray]], clue_tables: list[dict[str, np.ndarray]], output_dir: Path
-) -> None:
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(type(value))
+
+
+def _plots(tables: dict[str, list[dict[str, np.ndarray]]], label: str, output: Path) -> None:
     mplhep.style.use("CMS")
-    fig, axes = plt.subplots(1, 3, figsize=(27, 8))
-    bins = np.array([2, 5, 10, 20, 35, 50, 75, 100, 150, 200])
-    for name, tables in (("GravNet + OC", gravnet), ("CLUE", clue_tables)):
-        energy = np.concatenate([t["true_energy"] for t in tables])
-        cls = np.concatenate([t["class"] for t in tables])
-        matched = np.concatenate([t["matched"] for t in tables]).astype(bool)
-        pred = np.concatenate([t["pred_energy"] for t in tables])
-        showers = cls != 2
-        idx = np.digitize(energy, bins) - 1
-        eff = [
-            matched[showers & (idx == b)].mean() if (showers & (idx == b)).any() else np.nan
-            for b in range(len(bins) - 1)
-        ]
-        centers = np.sqrt(bins[:-1] * bins[1:])
-        axes[0].plot(centers, eff, "o-", label=name)
-        sel = showers & matched & (energy > 20)
-        axes[1].hist(
-            pred[sel] / energy[sel],
+    fig, axes = plt.subplots(1, 4, figsize=(34, 8))
+    names = {"network": "GravNet + OC", "clue": "CLUE (tuned)"}
+    for algo, t in tables.items():
+        cat = {k: np.concatenate([x[k] for x in t]) for k in t[0]} if t else {}
+        if not cat:
+            continue
+        showers = cat["class"] != 2
+        matched = cat["matched"].astype(bool)
+        energy = cat["true_energy"]
+        _curve(
+            axes[0],
+            energy[showers],
+            matched[showers],
+            [1, 2, 5, 10, 20, 50, 100, 200],
+            names[algo],
+            log=True,
+        )
+        above = showers & (energy > 20)
+        _curve(
+            axes[1],
+            cat["nearest_distance"][above],
+            matched[above],
+            [0.5, 2, 5, 10, 20, 50, 200],
+            names[algo],
+            log=True,
+        )
+        _curve(
+            axes[2],
+            cat["local_fraction"][above],
+            matched[above],
+            [0, 0.2, 0.4, 0.6, 0.8, 1.0001],
+            names[algo],
+        )
+        ok = above & matched
+        axes[3].hist(
+            cat["pred_energy"][ok] / energy[ok],
             bins=np.linspace(0, 2, 81),
             histtype="step",
             lw=2,
-            label=f"{name}: median {np.median(pred[sel] / energy[sel]):.3f}",
+            label=names[algo],
         )
-        ce = np.concatenate([t["cluster_energy"] for t in tables])
-        cm = np.concatenate([t["cluster_matched"] for t in tables]).astype(bool)
-        cidx = np.digitize(ce, bins) - 1
-        fake = [
-            (~cm[cidx == b]).mean() if (cidx == b).any() else np.nan for b in range(len(bins) - 1)
-        ]
-        axes[2].plot(centers, fake, "o-", label=name)
-    axes[0].set_xscale("log")
-    axes[0].set_xlabel("true energy [GeV]")
-    axes[0].set_ylabel("efficiency (IoU > 0.5)")
-    axes[0].axvline(20, color="0.6", ls="--")
-    axes[0].set_ylim(0, 1.05)
-    axes[0].legend()
-    axes[1].set_xlabel(r"$E_{cluster} / E_{true}$ (matched, $E_{true}$ > 20 GeV)")
-    axes[1].set_ylabel("showers")
-    axes[1].legend(fontsize=16)
-    axes[2].set_xscale("log")
-    axes[2].set_xlabel("cluster energy [GeV]")
-    axes[2].set_ylabel("fake rate (no true match)")
-    axes[2].axvline(10, color="0.6", ls="--")
-    axes[2].set_ylim(0, 1.05)
-    axes[2].legend()
-    save_figure(fig, output_dir / "clustering_performance.png", dpi=70)
+    for ax, xlabel in zip(
+        axes[:3],
+        ("true energy [GeV]", "distance to nearest shower at the face [cm] (> 20 GeV)",
+         "local shower energy fraction (> 20 GeV)"),
+        strict=True,
+    ):  # fmt: skip
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("efficiency (IoU ≥ 0.5)")
+        ax.set_ylim(0, 1.05)
+        ax.legend(fontsize=16)
+    axes[3].set_xlabel(r"$E_{cluster}/E_{true}$ (matched, > 20 GeV)")
+    axes[3].legend(fontsize=16)
+    fig.suptitle(label, fontsize=20)
+    save_figure(fig, output, dpi=60)
+
+
+def _curve(
+    ax: Any, x: np.ndarray, ok: np.ndarray, bins: list[float], label: str, log: bool = False
+) -> None:
+    edges = np.asarray(bins, dtype=float)
+    idx = np.digitize(x, edges) - 1
+    eff = [ok[idx == b].mean() if (idx == b).any() else np.nan for b in range(len(edges) - 1)]
+    centers = np.sqrt(edges[:-1] * edges[1:]) if log else (edges[:-1] + edges[1:]) / 2
+    ax.plot(centers, eff, "o-", label=label)
+    if log:
+        ax.set_xscale("log")

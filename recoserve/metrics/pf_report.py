@@ -18,8 +18,9 @@ from recoserve.baselines.pf import rule_based_pf
 from recoserve.inprocess import EventRecoPipeline
 from recoserve.metrics.pf import PFAccumulator
 from recoserve.postprocess.elements import build_elements
+from recoserve.sim.classes import pf_event
 from recoserve.sim.simulator import Simulator
-from recoserve.train.mlpf import TEST_SEED, pf_event
+from recoserve.train.mlpf import TEST_SEED
 from recoserve.train.pf_targets import pf_truth, truth_clusters
 
 ALGORITHMS = ("mlpf", "baseline", "mlpf_truth_clusters", "baseline_truth_clusters")

@@ -4,6 +4,12 @@ Per cell, the true energy is the sum of all spots; the truth particle is the par
 largest share and ``truth_fraction`` that share. The measured energy adds Gaussian electronic
 noise; cells above threshold become hits. Cells with no deposit fire on noise alone with the
 Gaussian tail probability above threshold; those hits have truth -1.
+
+As in the real detector, only hits above ``time_threshold_mip`` (a few MIPs) get a time; the
+others carry ``NO_TIME_NS``. Noise levels come in two scenarios, ``start`` and ``end`` of
+detector life (radiation damage lowers the signal over noise; thresholds are raised to keep
+the noise rate manageable): ``ReadoutConfig.for_scenario``. ``ReadoutConfig.legacy()`` is the
+earlier readout (about 4 sigma thresholds, every hit timed), kept for comparison.
 """
 
 from __future__ import annotations
@@ -13,21 +19,44 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import ndtr, ndtri
 
-from recoserve.events.model import Hits
+from recoserve.events.model import NO_TIME_NS, Hits
 from recoserve.sim.geometry import COARSE, FINE, N_LAYERS, TILE, Geometry, decode_cell_id
 
 READOUT_WINDOW_NS = 25.0
 
 
+NOISE_SCENARIOS = ("start", "end")
+
+
 @dataclass(frozen=True)
 class ReadoutConfig:
-    """Noise and thresholds per cell type, in units of the layer's MIP energy."""
+    """Noise and thresholds per cell type (fine, coarse, tile), in units of the layer's MIP
+    energy. The defaults are the start of detector life: thresholds at about 3.3 sigma."""
 
-    noise_mip: tuple[float, float, float] = (0.12, 0.14, 0.18)  # fine, coarse, tile
+    noise_mip: tuple[float, float, float] = (0.15, 0.17, 0.20)
     threshold_mip: tuple[float, float, float] = (0.5, 0.55, 0.7)
     noise_hits: bool = True
     time_stochastic: float = 0.5  # ns * MIP: sigma_t = a / (E / MIP) (+) c
     time_constant: float = 0.025  # ns
+    time_threshold_mip: float = 3.0  # hits below get no time (NO_TIME_NS); 0 = all timed
+
+    @classmethod
+    def for_scenario(cls, scenario: str, noise_hits: bool = True) -> ReadoutConfig:
+        """``start`` or ``end`` of detector life."""
+        if scenario == "start":
+            return cls(noise_hits=noise_hits)
+        if scenario == "end":  # signal over noise halved; thresholds raised to ~3 sigma
+            return cls(
+                noise_mip=(0.30, 0.30, 0.32),
+                threshold_mip=(0.9, 0.9, 1.0),
+                noise_hits=noise_hits,
+            )
+        raise ValueError(f"unknown noise scenario {scenario!r}; known: {NOISE_SCENARIOS}")
+
+    @classmethod
+    def legacy(cls, noise_hits: bool = True) -> ReadoutConfig:
+        """The earlier readout: about 4 sigma thresholds and a time on every hit."""
+        return cls(noise_mip=(0.12, 0.14, 0.18), noise_hits=noise_hits, time_threshold_mip=0.0)
 
 
 @dataclass(frozen=True)
@@ -85,6 +114,8 @@ class Digitizer:
         mip_units = true_energy / geo.layers.mip[layer]
         sigma_t = np.hypot(cfg.time_stochastic / np.maximum(mip_units, 0.1), cfg.time_constant)
         hit_time = mean_time + sigma_t * rng.standard_normal(len(cells))
+        measured_mip = measured / geo.layers.mip[layer]
+        hit_time = np.where(measured_mip >= cfg.time_threshold_mip, hit_time, NO_TIME_NS)
 
         signal = _hits(
             geo,
@@ -136,6 +167,8 @@ class Digitizer:
         energy = noise * ndtri(1.0 - np.maximum(tail, 1e-300))
         energy = np.maximum(energy, noise * ratio)
         time = rng.uniform(0.0, READOUT_WINDOW_NS, len(cell))
+        timed = energy / geo.layers.mip[cell_layer] >= cfg.time_threshold_mip
+        time = np.where(timed, time, NO_TIME_NS)
         n = len(cell)
         return _hits(geo, cell, energy, time, np.full(n, -1), np.zeros(n), np.zeros(n))
 

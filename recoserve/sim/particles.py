@@ -121,6 +121,7 @@ class GunConfig:
     species: tuple[str, ...] = DEFAULT_GUN_SPECIES
     energy_min: float = 20.0
     energy_max: float = 200.0
+    log_uniform: bool = False  # energies uniform in log(E) instead of in E (soft-to-hard guns)
     eta_min: float = ETA_MIN
     eta_max: float = ETA_MAX
     both_endcaps: bool = True
@@ -146,10 +147,14 @@ def p4_from(energy: np.ndarray, mass: np.ndarray, eta: np.ndarray, phi: np.ndarr
 
 
 def shoot(config: GunConfig, rng: np.random.Generator) -> ParticleList:
-    """Primary particles from one common vertex, uniform in energy, eta and phi."""
+    """Primary particles from one common vertex, uniform in energy (or log energy), eta and
+    phi."""
     n = config.n_particles
     names = rng.choice(np.array(config.species), size=n)
-    energy = rng.uniform(config.energy_min, config.energy_max, n)
+    if config.log_uniform:
+        energy = np.exp(rng.uniform(np.log(config.energy_min), np.log(config.energy_max), n))
+    else:
+        energy = rng.uniform(config.energy_min, config.energy_max, n)
     eta = rng.uniform(config.eta_min, config.eta_max, n)
     if config.both_endcaps:
         eta = eta * rng.choice([-1.0, 1.0], n)

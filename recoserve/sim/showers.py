@@ -13,7 +13,11 @@ that the sum over a shower has the chosen stochastic resolution; the digitisatio
 * Hadrons: MIP deposits up to the first interaction (exponential in interaction lengths), then
   a fluctuating EM fraction split into pi0-like EM sub-showers (sub-clusters) plus a deeper,
   wider hadronic component with a non-compensating response h/e and fluctuating invisible
-  energy.
+  energy. With ``substructure`` (the default) the shower is irregular as real ones are: the EM
+  sub-showers start at their own depths (later interactions) and at angles up to ~0.6 rad, and
+  part of the hadronic energy leaves as secondary hadrons at large angles (up to ~1 rad) that
+  deposit compact fragments away from the core. ``ShowerConfig(substructure=False)`` is the
+  earlier, axially symmetric model (kept for comparison).
 * Muons: MIP deposits (Landau-like, Moyal distributed) in every layer they cross.
 """
 
@@ -45,6 +49,15 @@ class ShowerConfig:
     em_fraction_sigma: float = 0.10
     delayed_fraction: float = 0.05  # share of hadronic spots from slow neutrons
     delayed_tau: float = 3.0  # ns
+    # Irregular hadron showers (False: the earlier axially symmetric model).
+    substructure: bool = True
+    secondary_rate: float = 0.9  # secondary hadrons ~ Poisson(rate * ln(1 + E_had / GeV))
+    secondary_share: float = 0.45  # mean share of the hadronic energy carried by secondaries
+    secondary_angle: float = 0.45  # rad, RMS polar angle of secondaries to the shower axis
+    secondary_flight: float = 0.8  # lambda, mean free flight of a secondary before it showers
+    core_width: float = 0.7  # with substructure: the halo is narrower (fragments carry spread)
+    subshower_angle: float = 0.25  # rad, RMS tilt of EM sub-showers (x 1/sqrt(E/GeV), <= 0.6)
+    subshower_depth: float = 0.5  # lambda, mean extra depth at which each sub-shower starts
 
 
 @dataclass
@@ -235,11 +248,19 @@ class ShowerModel:
         n_sub = 1 + rng.poisson(0.7 * np.log1p(e_em))
         shares = rng.dirichlet(np.full(n_sub, 1.2)) * e_em
         for share in shares:
-            tilt = min(0.35 / max(share, 0.1), 0.3)
-            direction = axis.direction + rng.normal(0.0, tilt, 3) * np.array([1.0, 1.0, 0.0])
-            direction /= np.linalg.norm(direction)
-            sub_axis = Axis(vertex, direction, float(t_int[0]))
+            if cfg.substructure:
+                tilt = min(cfg.subshower_angle / np.sqrt(max(share, 0.1)), 0.6)
+                start = self._along(axis, vertex, rng.exponential(cfg.subshower_depth))
+                direction = _tilted(axis.direction, rng.normal(0.0, tilt, 2))
+            else:  # the earlier model, draw for draw
+                start = vertex
+                tilt = min(0.35 / max(share, 0.1), 0.3)
+                direction = axis.direction + rng.normal(0.0, tilt, 3) * np.array([1.0, 1.0, 0.0])
+                direction /= np.linalg.norm(direction)
+            sub_axis = Axis(start, direction, float(t_int[0]))
             self.em_shower(deposits, rng, float(share), sub_axis, particle, photon=True)
+        if cfg.substructure:
+            e_had = self._secondary_fragments(deposits, rng, e_had, axis, vertex, t_int, particle)
         # Non-EM part: reduced, fluctuating visible energy, deeper and wider.
         visible = (
             e_had
@@ -257,10 +278,74 @@ class ShowerModel:
         depth_along = rng.gamma(alpha, 0.9, n)  # lambda after the interaction
         normal = interaction + depth_along * axis.cos_theta
         layer = geo.layer_at_depth(normal, "lambda")
-        r_core = 2.5 + 2.0 * depth_along
-        r_tail = 9.0 + 6.0 * depth_along
+        width = cfg.core_width if cfg.substructure else 1.0
+        r_core = width * (2.5 + 2.0 * depth_along)
+        r_tail = width * (9.0 + 6.0 * depth_along)
         had_axis = Axis(vertex, axis.direction, float(t_int[0]))
         x, y, t = self._place(rng, had_axis, layer, r_core, r_tail, np.full(n, 0.65))
         slow = rng.random(n) < cfg.delayed_fraction
         t = t + np.where(slow, rng.exponential(cfg.delayed_tau, n), 0.0)
         deposits.add(x, y, layer, had_axis.side, spot_energy, t, particle)
+
+    # -- irregular substructure ----------------------------------------------------------------
+    def _along(self, axis: Axis, point: np.ndarray, depth_lambda: float) -> np.ndarray:
+        """The point ``depth_lambda`` interaction lengths (along the axis) behind ``point``."""
+        geo = self.geometry
+        z0 = abs(point[2])
+        start = geo.z_to_depth(np.array([z0]), "lambda")[0]
+        normal = min(start + depth_lambda * axis.cos_theta, geo.depth_lambda[-1])
+        z1 = geo.depth_to_z(np.array([normal]), "lambda")[0]
+        length = (z1 - z0) / axis.cos_theta
+        return point + length * axis.direction
+
+    def _secondary_fragments(
+        self,
+        deposits: Deposits,
+        rng: np.random.Generator,
+        e_had: float,
+        axis: Axis,
+        vertex: np.ndarray,
+        t_int: np.ndarray,
+        particle: int,
+    ) -> float:
+        """Secondary hadrons leaving the first interaction at large angles: each deposits a
+        compact hadronic fragment along its own direction. Returns the hadronic energy left for
+        the core."""
+        cfg, geo = self.config, self.geometry
+        n = int(rng.poisson(cfg.secondary_rate * np.log1p(e_had)))
+        if n == 0 or e_had <= 0:
+            return e_had
+        carried = e_had * float(
+            rng.beta(2.0 * cfg.secondary_share, 2.0 * (1 - cfg.secondary_share))
+        )
+        for share in rng.dirichlet(np.full(n, 0.8)) * carried:
+            theta = min(abs(rng.normal(0.0, cfg.secondary_angle)), 1.0)
+            psi = rng.uniform(0.0, 2 * np.pi)
+            direction = _tilted(axis.direction, theta * np.array([np.cos(psi), np.sin(psi)]))
+            sub = Axis(vertex, direction, float(t_int[0]))
+            visible = share * cfg.h_over_e * max(1.0 + 0.5 * rng.standard_normal(), 0.0)
+            k = round(visible / cfg.had_spot_energy)
+            if k == 0:
+                continue
+            spot_energy = visible / k * rng.gamma(cfg.had_spot_shape, 1.0 / cfg.had_spot_shape, k)
+            # A free flight to the secondary's own interaction, then a compact cascade.
+            flight = rng.exponential(cfg.secondary_flight)
+            depth_along = flight + rng.gamma(1.5, 0.45, k)  # lambda along its direction
+            start = geo.z_to_depth(np.array([abs(vertex[2])]), "lambda")[0]
+            layer = geo.layer_at_depth(start + depth_along * sub.cos_theta, "lambda")
+            r_core = 1.2 + 1.0 * (depth_along - flight)
+            r_tail = 4.0 + 3.0 * (depth_along - flight)
+            x, y, t = self._place(rng, sub, layer, r_core, r_tail, np.full(k, 0.7))
+            deposits.add(x, y, layer, sub.side, spot_energy, t, particle)
+        return e_had - carried
+
+
+def _tilted(direction: np.ndarray, angles: np.ndarray) -> np.ndarray:
+    """``direction`` turned by small angles (two transverse components, rad), kept pointing
+    into the same endcap."""
+    d = direction + np.array([angles[0], angles[1], 0.0]) * abs(direction[2])
+    d = d / np.linalg.norm(d)
+    if abs(d[2]) < 0.3:  # never run parallel to the layers
+        d[2] = np.sign(direction[2]) * 0.3
+        d = d / np.linalg.norm(d)
+    return d

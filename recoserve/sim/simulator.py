@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -44,6 +45,10 @@ class TrackerConfig:
 
 @dataclass(frozen=True)
 class SimConfig:
+    """Everything that defines a simulated sample. The defaults are the realistic detector
+    (irregular hadron showers, start-of-life noise, timing above 3 MIPs); ``legacy()`` is the
+    earlier one."""
+
     gun: GunConfig = field(default_factory=GunConfig)
     showers: ShowerConfig = field(default_factory=ShowerConfig)
     readout: ReadoutConfig = field(default_factory=ReadoutConfig)
@@ -51,6 +56,17 @@ class SimConfig:
     b_field: float = 3.8  # tesla
     pileup: PileupConfig = field(default_factory=PileupConfig)
     jets: JetGunConfig | None = None  # when set, events come from the jet gun, not the gun
+
+    @classmethod
+    def legacy(cls, **changes: Any) -> SimConfig:
+        """The earlier, easier detector model (axially symmetric hadron showers, ~4 sigma noise
+        thresholds, a time on every hit), kept to compare against."""
+        noise_hits = changes.pop("noise_hits", True)
+        return cls(
+            showers=ShowerConfig(substructure=False),
+            readout=ReadoutConfig.legacy(noise_hits=noise_hits),
+            **changes,
+        )
 
 
 class Simulator:

@@ -122,7 +122,7 @@ def train_clustering(
     config: ClusteringTrainConfig, data_dir: Path, output: Path, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
     """Train, tune and save; returns the metrics dictionary written next to the checkpoint."""
-    from recoserve.metrics.showers import summarize_clustering
+    from recoserve.metrics.showers import selection_score, summarize_clustering
 
     torch.manual_seed(config.seed)
     random.seed(config.seed)
@@ -187,7 +187,7 @@ def train_clustering(
 
     def score(clustered: list[tuple[Event, Any]]) -> float:
         summary = summarize_clustering([(e, c.hit_cluster, c.energy) for e, c in clustered])
-        return summary["efficiency_above_20GeV"] - summary["fake_rate_above_10GeV"]
+        return selection_score(summary)
 
     thresholds, grid = tune_thresholds(model, val_events, score)
     log(f"thresholds: t_beta={thresholds.t_beta} t_d={thresholds.t_d}")

@@ -26,40 +26,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from recoserve.events.model import Event
 from recoserve.nn.checkpoint import DEFAULT_CLUSTERING_CHECKPOINT, save_mlpf
 from recoserve.nn.mlpf import MLPF, MLPFConfig
 from recoserve.postprocess.candidates import NONE
 from recoserve.postprocess.elements import build_elements
-from recoserve.sim.jets import JetGunConfig, shoot_jets
-from recoserve.sim.particles import GunConfig, shoot
+from recoserve.sim.classes import EVENT_CLASSES, pf_event
 from recoserve.sim.simulator import Simulator
 from recoserve.train.loop import BestWeights, cosine_lr, optimise, update_running
 from recoserve.train.pf_targets import element_targets, pf_truth
 
-TRAIN_SEED = 110
-VALIDATION_SEED = 210
-TEST_SEED = 310  # held-out evaluation events
-PF_JETS = JetGunConfig(n_jets=2, energy_min=50.0, energy_max=300.0)
-PF_EXTRA_SPECIES = ("e-", "e+", "mu-", "mu+", "gamma", "pi+", "pi-", "K0L", "n")
-
-
-def pf_event(seed: int, event_id: int, simulator: Simulator | None = None) -> Event:
-    """Event ``event_id`` of the MLPF sample with ``seed`` (deterministic)."""
-    rng = np.random.default_rng([seed, event_id])
-    particles, _ = shoot_jets(PF_JETS, rng)
-    extra = shoot(
-        GunConfig(
-            n_particles=int(rng.integers(0, 5)),
-            species=PF_EXTRA_SPECIES,
-            energy_min=5.0,
-            energy_max=100.0,
-        ),
-        rng,
-    )
-    extra.vertex = [particles.vertex[0]] * len(extra)  # one collision: one vertex
-    particles.extend(extra)
-    return (simulator or Simulator()).from_particles(particles, rng, event_id)
+JETS = EVENT_CLASSES["jets"]
+TRAIN_SEED = JETS.seeds.train
+VALIDATION_SEED = JETS.seeds.validation
+TEST_SEED = JETS.seeds.test  # held-out evaluation events
 
 
 @dataclass

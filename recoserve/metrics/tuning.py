@@ -1,0 +1,83 @@
+"""Threshold tuning on validation events: a grid whose best point ends up inside it.
+
+A best point on the edge of a grid says the grid was too small, not that the point is best; a
+baseline tuned that way is under-tuned. ``grid_search`` therefore extends every axis whose
+best value sits on an edge (geometrically, within the axis' hard bounds) and searches again,
+until the best point is interior or the bound is reached (then it is reported as such).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One tuned parameter: its starting values (ascending) and hard bounds."""
+
+    name: str
+    values: tuple[float, ...]
+    lower: float = 0.0
+    upper: float = float("inf")
+
+    def extended(self, values: list[float], at_top: bool) -> list[float]:
+        """One more value beyond the edge, at the same ratio as the last step."""
+        if at_top:
+            step = values[-1] / values[-2] if values[-2] > 0 else 2.0
+            new = min(values[-1] * step, self.upper)
+            return [*values, new] if new > values[-1] else values
+        step = values[1] / values[0] if values[0] > 0 else 2.0
+        new = max(values[0] / step, self.lower)
+        return [new, *values] if new < values[0] else values
+
+
+@dataclass
+class GridResult:
+    best: dict[str, float]
+    best_score: float
+    points: list[dict[str, Any]]  # every evaluated point with its score
+    interior: dict[str, bool]  # per axis: best strictly inside the final grid
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "best": self.best,
+            "best_score": self.best_score,
+            "interior": self.interior,
+            "points": self.points,
+        }
+
+
+def grid_search(
+    score: Callable[[dict[str, float]], float], axes: list[Axis], max_rounds: int = 6
+) -> GridResult:
+    """Maximise ``score`` over the product of the axes, growing edges that hold the best."""
+    values = {a.name: list(a.values) for a in axes}
+    seen: dict[tuple[float, ...], float] = {}
+    for round_ in range(max_rounds):
+        for combo in itertools.product(*(values[a.name] for a in axes)):
+            if combo not in seen:
+                seen[combo] = score(dict(zip(values, combo, strict=True)))
+        best_combo = max(
+            (c for c in seen if all(v in values[a.name] for v, a in zip(c, axes, strict=True))),
+            key=lambda c: seen[c],
+        )
+        if round_ == max_rounds - 1:
+            break
+        grew = False
+        for a, v in zip(axes, best_combo, strict=True):
+            current = values[a.name]
+            if v == current[-1] or v == current[0]:
+                longer = a.extended(current, at_top=v == current[-1])
+                grew |= len(longer) > len(current)
+                values[a.name] = longer
+        if not grew:
+            break
+    best = dict(zip(values, best_combo, strict=True))
+    interior = {a.name: values[a.name][0] < best[a.name] < values[a.name][-1] for a in axes}
+    points = [
+        {**dict(zip(values, combo, strict=True)), "score": s} for combo, s in sorted(seen.items())
+    ]
+    return GridResult(best, seen[best_combo], points, interior)
