@@ -1,10 +1,20 @@
-"""Training the GravNet + object-condensation clustering network on simulated events.
+"""Training the GravNet + object-condensation clustering network on the benchmark's classes.
 
-`recoserve train clustering` simulates its data (deterministic seeds: training events and
-validation events come from different seeds, and the evaluation uses a third one, so no event
-is seen twice), trains on the CPU one event per step within a time budget, keeps the
-checkpoint with the lowest validation loss, tunes the condensation thresholds on the
-validation events and writes the checkpoint plus a metrics JSON of the run.
+`recoserve train clustering` simulates its data from the event classes of
+``recoserve.sim.classes`` (their ``train`` and ``validation`` seeds; the ``test`` seeds are only
+for the final tables) in parallel worker processes and caches it as Parquet. Each training item
+is one endcap of one event (the endcaps never interact), so a pileup event is two half-size
+items. Targets follow the one truth definition (``recoserve.events.truth``).
+
+Training is resumable and device-aware (``--device cuda`` where a GPU is lent): every few
+minutes the whole state (weights, optimiser, step, the event order and random states, the best
+weights so far and the learning curve) goes to ``<output>.state.pt``; a later run with the same
+output continues where it stopped, on any device. The learning-rate schedule is a cosine over
+``max_steps``, so a run cut into sessions follows the same schedule as one long run. At the end
+of each run the best weights (lowest validation loss) get condensation thresholds tuned on the
+validation events and are written as a servable checkpoint with a metrics JSON whose
+``history`` is the learning curve (validation loss, efficiency and fake rate per class vs
+training minutes).
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ import math
 import random
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,204 +36,321 @@ from recoserve.events.model import Event
 from recoserve.events.parquet import read_events, write_events
 from recoserve.nn.checkpoint import load_clustering, save_clustering
 from recoserve.nn.gravnet import GravNetConfig, GravNetOC
-from recoserve.nn.losses import OCWeights, object_condensation_loss
+from recoserve.nn.losses import ObjectTargets, OCWeights, object_condensation_loss
 from recoserve.postprocess.condensation import CondensationThresholds, condense
-from recoserve.sim.particles import GunConfig
-from recoserve.sim.simulator import SimConfig, Simulator
+from recoserve.sim.classes import EVENT_CLASSES
 from recoserve.train.loop import BestWeights, cosine_lr, optimise, update_running
 from recoserve.train.targets import event_targets
 
-TRAIN_SEED = 100
-VALIDATION_SEED = 200
-TEST_SEED = 300  # held-out evaluation events: never used in training or tuning
+DEFAULT_CLASSES = ("gun", "dense", "jets", "jets_pu140")
 
 
 @dataclass(frozen=True)
 class ClusteringTrainConfig:
     seed: int = 1
-    train_events: int = 1200
-    validation_events: int = 24
-    particles: tuple[int, ...] = (10, 20, 30, 40, 50, 60, 80, 100)
-    minutes: float = 45.0
-    max_steps: int = 100_000
+    classes: tuple[str, ...] = DEFAULT_CLASSES
+    train_events: int = 300  # per class
+    validation_events: int = 12  # per class
+    minutes: float = 45.0  # wall-clock budget of this run (a session)
+    max_steps: int = 60_000  # length of the learning-rate schedule (over all sessions)
     learning_rate: float = 2e-3
-    validate_every: int = 250
-    init_from: str | None = None  # continue from this checkpoint (a second training stage)
+    validate_every: int = 500
+    save_every_minutes: float = 3.0
+    device: str = "cpu"
+    workers: int = 2  # processes simulating the data
+    init_from: str | None = None  # start from these weights (no optimiser state)
     model: GravNetConfig = field(default_factory=GravNetConfig)
     weights: OCWeights = field(default_factory=OCWeights)
 
 
-def simulate_mixed(n_events: int, seed: int, particles: tuple[int, ...]) -> list[Event]:
-    """Events whose particle count cycles through ``particles`` (each its own gun setting)."""
-    events: list[Event] = []
-    for i in range(n_events):
-        n = particles[i % len(particles)]
-        sim = Simulator(SimConfig(gun=GunConfig(n_particles=n)))
-        events.append(sim.event(seed, i))
-    return events
+def endcap_crop(event: Event, side: int) -> Event:
+    """The hits of one endcap (0: +z, 1: -z); truth and tracks are kept whole."""
+    keep = (event.hits.z < 0) == bool(side)
+    return Event(event.event_id, event.hits.take(keep), event.tracks, event.particles)
 
 
-def dataset(path: Path, n_events: int, seed: int, particles: tuple[int, ...]) -> list[Event]:
-    """Load the events at ``path``, simulating and writing them first if needed."""
+def _simulate_chunk(args: tuple[str, str, int, int]) -> list[Event]:
+    name, split, first, n = args
+    cls = EVENT_CLASSES[name]
+    return cls.events(split, n, cls.simulator(), first=first)
+
+
+def class_events(data_dir: Path, name: str, split: str, n_events: int, workers: int) -> list[Event]:
+    """The first ``n_events`` of a class's split, from the Parquet cache or simulated (in
+    ``workers`` processes) and cached."""
+    path = data_dir / f"{name}-{split}-{n_events}.parquet"
     if path.exists():
         try:
             events = read_events(path)
+            if len(events) == n_events:
+                return events
         except KeyError:  # written by an older event-file format: simulate again
-            events = []
-        if len(events) == n_events:
-            return events
-    events = simulate_mixed(n_events, seed, particles)
+            pass
+    chunk = max(1, math.ceil(n_events / max(workers * 4, 1)))
+    jobs = [(name, split, i, min(chunk, n_events - i)) for i in range(0, n_events, chunk)]
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            events = [e for part in pool.map(_simulate_chunk, jobs) for e in part]
+    else:
+        events = [e for job in jobs for e in _simulate_chunk(job)]
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_events(path, events, {"seed": str(seed), "particles": json.dumps(list(particles))})
+    write_events(path, events, {"class": name, "split": split})
     return events
 
 
-def validation_loss(model: GravNetOC, events: list[Event], weights: OCWeights) -> float:
+Item = tuple[torch.Tensor, ObjectTargets]
+
+
+def training_items(events: list[Event]) -> list[Item]:
+    """(hits, targets) of every endcap with hits."""
+    items = []
+    for event in events:
+        for side in (0, 1):
+            crop = endcap_crop(event, side)
+            if len(crop.hits):
+                items.append(event_targets(crop))
+    return items
+
+
+def _to(item: Item, device: torch.device) -> Item:
+    hits, t = item
+    if device.type == "cpu":
+        return item
+    return hits.to(device), ObjectTargets(**{k: v.to(device) for k, v in t.__dict__.items()})
+
+
+def validation_loss(
+    model: GravNetOC, items: list[Item], weights: OCWeights, device: torch.device
+) -> float:
     model.eval()
     total = 0.0
     with torch.no_grad():
-        for event in events:
-            hits, targets = event_targets(event)
-            out = model(hits, torch.zeros(len(hits), dtype=torch.int64))
+        for item in items:
+            hits, targets = _to(item, device)
+            out = model(hits, torch.zeros(len(hits), dtype=torch.int64, device=device))
             total += float(object_condensation_loss(out, targets, weights)["total"])
     model.train()
-    return total / max(len(events), 1)
+    return total / max(len(items), 1)
 
 
-def predict(model: GravNetOC, event: Event) -> tuple[np.ndarray, ...]:
-    """Per-hit outputs as numpy arrays (eager, no grad)."""
-    hits = torch.from_numpy(event.hits.features())
+def predict(
+    model: GravNetOC, event: Event, device: torch.device | None = None
+) -> tuple[np.ndarray, ...]:
+    """Per-hit outputs as numpy arrays (eval mode, no grad)."""
+    device = device or torch.device("cpu")
+    hits = torch.from_numpy(event.hits.features()).to(device)
+    was_training = model.training
+    model.eval()
     with torch.no_grad():
-        out = model(hits, torch.zeros(len(hits), dtype=torch.int64))
-    return tuple(o.numpy() for o in out)
+        out = model(hits, torch.zeros(len(hits), dtype=torch.int64, device=device))
+    model.train(was_training)
+    return tuple(o.cpu().numpy() for o in out)
+
+
+Outputs = list[tuple[Event, tuple[np.ndarray, ...]]]
+
+
+def _cluster_all(outputs: Outputs, thresholds: CondensationThresholds) -> list[tuple[Event, Any]]:
+    return [
+        (e, condense(o[0], o[1], e.hits.energy, o[2], o[3], o[4], o[5], thresholds))
+        for e, o in outputs
+    ]
+
+
+def validation_metrics(
+    model: GravNetOC, events: dict[str, list[Event]], device: torch.device
+) -> dict[str, float]:
+    """Efficiency (> 20 GeV), fake rate (> 10 GeV) and selection score per class at the
+    default thresholds: the learning curve's physics."""
+    from recoserve.metrics.showers import selection_score, summarize_clustering
+
+    record = {}
+    for name, evs in events.items():
+        clustered = _cluster_all(
+            [(e, predict(model, e, device)) for e in evs], CondensationThresholds()
+        )
+        summary = summarize_clustering([(e, c.hit_cluster, c.energy) for e, c in clustered])
+        record[f"{name}_efficiency"] = summary["efficiency_above_20GeV"]
+        record[f"{name}_fake_rate"] = summary["fake_rate_above_10GeV"]
+        record[f"{name}_score"] = selection_score(summary)
+    return record
 
 
 def tune_thresholds(
-    model: GravNetOC, events: list[Event], score: Callable[[list[tuple[Event, Any]]], float]
-) -> tuple[CondensationThresholds, list[dict[str, float]]]:
-    """Grid search of (t_beta, t_d) maximising ``score`` on validation events."""
-    outputs = [(event, predict(model, event)) for event in events]
-    grid = []
-    best = (-math.inf, CondensationThresholds())
-    for t_beta in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7):
-        for t_d in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0):
-            thresholds = CondensationThresholds(t_beta, t_d)
-            clustered = [
-                (event, condense(o[0], o[1], event.hits.energy, o[2], o[3], o[4], o[5], thresholds))
-                for event, o in outputs
-            ]
-            value = score(clustered)
-            grid.append({"t_beta": t_beta, "t_d": t_d, "score": value})
-            if value > best[0]:
-                best = (value, thresholds)
-    return best[1], grid
+    model: GravNetOC, events: list[Event], device: torch.device | None = None
+) -> tuple[CondensationThresholds, list[dict[str, Any]]]:
+    """(t_beta, t_d) maximising ``selection_score`` on validation events (the grid grows until
+    its best point is inside)."""
+    from recoserve.metrics.showers import selection_score, summarize_clustering
+    from recoserve.metrics.tuning import Axis, grid_search
+
+    outputs = [(event, predict(model, event, device)) for event in events]
+
+    def score(point: dict[str, float]) -> float:
+        clustered = _cluster_all(outputs, CondensationThresholds(point["t_beta"], point["t_d"]))
+        summary = summarize_clustering([(e, c.hit_cluster, c.energy) for e, c in clustered])
+        return selection_score(summary)
+
+    result = grid_search(
+        score,
+        [
+            Axis("t_beta", (0.1, 0.2, 0.3, 0.5, 0.7), lower=0.01, upper=0.95),
+            Axis("t_d", (0.2, 0.35, 0.5, 0.8), lower=0.05),
+        ],
+    )
+    return CondensationThresholds(result.best["t_beta"], result.best["t_d"]), result.points
+
+
+def state_path(output: Path) -> Path:
+    return output.with_suffix(".state.pt")
 
 
 def train_clustering(
     config: ClusteringTrainConfig, data_dir: Path, output: Path, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
-    """Train, tune and save; returns the metrics dictionary written next to the checkpoint."""
-    from recoserve.metrics.showers import selection_score, summarize_clustering
-
-    torch.manual_seed(config.seed)
-    random.seed(config.seed)
+    """Train (resuming ``<output>.state.pt`` if present), tune and save; returns the metrics
+    dictionary written next to the checkpoint."""
+    device = torch.device(config.device)
     t0 = time.perf_counter()
-    train_events = dataset(
-        data_dir / "train.parquet", config.train_events, TRAIN_SEED, config.particles
-    )
-    val_events = dataset(
-        data_dir / "validation.parquet", config.validation_events, VALIDATION_SEED, config.particles
-    )
+    train_items: list[Item] = []
+    val_events: dict[str, list[Event]] = {}
+    for name in config.classes:
+        events = class_events(data_dir, name, "train", config.train_events, config.workers)
+        train_items += training_items(events)
+        val_events[name] = class_events(
+            data_dir, name, "validation", config.validation_events, config.workers
+        )
+    val_items = training_items([e for evs in val_events.values() for e in evs])
     log(
-        f"data: {len(train_events)} training, {len(val_events)} validation events "
-        f"({time.perf_counter() - t0:.0f} s)"
+        f"data: {len(train_items)} training endcaps, {len(val_items)} validation endcaps "
+        f"of {', '.join(config.classes)} ({time.perf_counter() - t0:.0f} s)"
     )
-    previous: dict[str, Any] | None = None
+
+    model = GravNetOC(config.model)
     if config.init_from:
         model, _, _ = load_clustering(config.init_from)
-        previous_metrics = Path(config.init_from).with_suffix(".metrics.json")
-        if previous_metrics.exists():
-            previous = json.loads(previous_metrics.read_text())
-    else:
-        model = GravNetOC(config.model)
-    model.train()
+    model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-5)
+    best = BestWeights()
+    state: dict[str, Any] = {"step": 0, "minutes": 0.0, "history": [], "order": [], "runs": []}
+    resume = state_path(output)
+    if resume.exists():
+        saved = torch.load(resume, map_location="cpu", weights_only=False)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        _optimizer_to(optimizer, device)
+        best.value, best.state = saved["best_value"], saved["best_state"]
+        random.setstate(saved["python_random"])
+        torch.set_rng_state(saved["torch_random"])
+        state = saved["progress"]
+        log(f"resumed from {resume}: step {state['step']}, {state['minutes']:.1f} min trained")
+    else:
+        torch.manual_seed(config.seed)
+        random.seed(config.seed)
+
+    def save_state() -> None:
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "best_value": best.value,
+                "best_state": best.state,
+                "python_random": random.getstate(),
+                "torch_random": torch.get_rng_state(),
+                "progress": state,
+                "config": _config_dict(config),
+            },
+            resume,
+        )
+
     budget = config.minutes * 60.0
     start = time.perf_counter()
-    history: list[dict[str, float]] = []
-    best = BestWeights()
-    order: list[int] = []
-    step = 0
+    minutes_before = state["minutes"]
+    last_save = start
     running: dict[str, float] = {}
-    while step < config.max_steps and time.perf_counter() - start < budget:
-        if not order:
-            order = list(range(len(train_events)))
-            random.shuffle(order)
-        event = train_events[order.pop()]
-        hits, targets = event_targets(event)
-        if len(hits) == 0:
-            continue
-        progress = min((time.perf_counter() - start) / budget, 1.0)
-        lr = cosine_lr(config.learning_rate, progress, 0.05)
-        out = model(hits, torch.zeros(len(hits), dtype=torch.int64))
+    steps_this_run = 0
+    while state["step"] < config.max_steps and time.perf_counter() - start < budget:
+        if not state["order"]:
+            state["order"] = list(range(len(train_items)))
+            random.shuffle(state["order"])
+        hits, targets = _to(train_items[state["order"].pop()], device)
+        lr = cosine_lr(config.learning_rate, state["step"] / config.max_steps, 0.05)
+        out = model(hits, torch.zeros(len(hits), dtype=torch.int64, device=device))
         terms = object_condensation_loss(out, targets, config.weights)
         optimise(model, optimizer, terms["total"], lr)
-        step += 1
+        state["step"] += 1
+        steps_this_run += 1
+        state["minutes"] = minutes_before + (time.perf_counter() - start) / 60
         update_running(running, terms)
-        if step % config.validate_every == 0:
-            val = validation_loss(model, val_events, config.weights)
+        if state["step"] % config.validate_every == 0:
+            val = validation_loss(model, val_items, config.weights, device)
             record = {
-                "step": step,
-                "minutes": (time.perf_counter() - start) / 60,
+                "step": state["step"],
+                "minutes": state["minutes"],
+                "device": config.device,
                 "lr": lr,
                 "validation_loss": val,
                 **{f"train_{k}": v for k, v in running.items()},
+                **validation_metrics(model, val_events, device),
             }
-            history.append(record)
-            log(json.dumps({k: round(v, 4) for k, v in record.items()}))
+            state["history"].append(record)
+            log(
+                json.dumps(
+                    {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}
+                )
+            )
             best.offer(val, model)
-    best.offer(validation_loss(model, val_events, config.weights), model)
-    best.restore(model)
-    train_minutes = (time.perf_counter() - start) / 60
-
-    def score(clustered: list[tuple[Event, Any]]) -> float:
-        summary = summarize_clustering([(e, c.hit_cluster, c.energy) for e, c in clustered])
-        return selection_score(summary)
-
-    thresholds, grid = tune_thresholds(model, val_events, score)
-    log(f"thresholds: t_beta={thresholds.t_beta} t_d={thresholds.t_d}")
-    earlier_steps = int(previous.get("total_steps", previous["steps"])) if previous else 0
-    earlier_minutes = (
-        float(previous.get("total_train_minutes", previous["train_minutes"])) if previous else 0.0
+        if time.perf_counter() - last_save > config.save_every_minutes * 60:
+            save_state()
+            last_save = time.perf_counter()
+    best.offer(validation_loss(model, val_items, config.weights, device), model)
+    state["runs"].append(
+        {
+            "device": config.device,
+            "steps": steps_this_run,
+            "minutes": state["minutes"] - minutes_before,
+        }
     )
+    save_state()
+
+    served = GravNetOC(config.model)
+    served.load_state_dict({k: v.cpu() for k, v in best.state.items()})
+    served.eval()
+    all_val = [e for evs in val_events.values() for e in evs]
+    thresholds, grid = tune_thresholds(served, all_val)
+    log(f"thresholds: t_beta={thresholds.t_beta} t_d={thresholds.t_d}")
     metrics = {
-        "steps": step,
-        "train_minutes": train_minutes,
-        "total_steps": earlier_steps + step,
-        "total_train_minutes": earlier_minutes + train_minutes,
-        "previous_stage": previous,
+        "steps": state["step"],
+        "train_minutes": state["minutes"],
+        "runs": state["runs"],
         "best_validation_loss": best.value,
         "thresholds": asdict(thresholds),
         "threshold_grid": grid,
-        "history": history,
-        "config": {
-            **{k: v for k, v in asdict(config).items() if k not in ("model", "weights")},
-            "model": config.model.to_dict(),
-            "weights": asdict(config.weights),
-            "train_seed": TRAIN_SEED,
-            "validation_seed": VALIDATION_SEED,
-        },
+        "history": state["history"],
+        "config": _config_dict(config),
+        "seeds": {n: asdict(EVENT_CLASSES[n].seeds) for n in config.classes},
         "torch": torch.__version__,
     }
     save_clustering(
         output,
-        model,
+        served,
         thresholds,
-        {
-            "seed": config.seed,
-            "steps": earlier_steps + step,
-            "train_minutes": earlier_minutes + train_minutes,
-        },
+        {"seed": config.seed, "steps": state["step"], "train_minutes": state["minutes"]},
     )
     output.with_suffix(".metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
+
+
+def _config_dict(config: ClusteringTrainConfig) -> dict[str, Any]:
+    return {
+        **{k: v for k, v in asdict(config).items() if k not in ("model", "weights")},
+        "model": config.model.to_dict(),
+        "weights": asdict(config.weights),
+    }
+
+
+def _optimizer_to(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    for per_param in optimizer.state.values():
+        for key, value in per_param.items():
+            if isinstance(value, torch.Tensor) and key != "step":
+                per_param[key] = value.to(device)
