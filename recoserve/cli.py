@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from recoserve.events.model import Event
+from recoserve.metrics.chains import ALL_CHAINS, PF_LEVEL_CHAINS
 from recoserve.sim.particles import DEFAULT_GUN_SPECIES, GunConfig
 
 app = typer.Typer(
@@ -331,6 +332,9 @@ def train_clustering_command(
     learning_rate: Annotated[float, typer.Option(help="Peak learning rate (cosine decay).")] = 2e-3,
     device: Annotated[str, typer.Option(help="torch device: cpu, cuda.")] = "cpu",
     workers: Annotated[int, typer.Option(min=1, help="Processes simulating the data.")] = 2,
+    validate_every: Annotated[
+        int, typer.Option(min=1, help="Steps between learning-curve points.")
+    ] = 500,
     init_from: Annotated[
         Path | None, typer.Option(help="Start from these weights (a fresh optimiser).")
     ] = None,
@@ -349,6 +353,7 @@ def train_clustering_command(
         learning_rate=learning_rate,
         device=device,
         workers=workers,
+        validate_every=validate_every,
         init_from=str(init_from) if init_from else None,
     )
     metrics = train_clustering(config, data_dir, output, log=console.print)
@@ -543,46 +548,86 @@ def evaluate_clustering_command(
                 for a in ("network", "clue", "network_legacy_truth", "clue_legacy_truth")
             ),
         )
-    Console().print(table)
+    Console(width=160).print(table)
     console.print(f"written to {output_dir / BENCHMARK_JSON}")
 
 
-@evaluate_app.command("mlpf")
-def evaluate_mlpf_command(
-    events: Annotated[int, typer.Option("--events", "-n", min=1, help="Held-out events.")] = 500,
-    output_dir: Annotated[Path, typer.Option("-o", "--output-dir")] = Path("docs/results"),
+def _evaluate_chains(
+    event_class: str, chains: str, events: int, validation_events: int, output_dir: Path, level: str
 ) -> None:
-    """MLPF vs rule-based PF vs truth on held-out events (and on perfect clusters): metrics
-    JSON and plots."""
-    from recoserve.metrics.pf_report import write_report
+    from recoserve.metrics.chain_report import run_chains
 
+    names = [c.strip() for c in chains.split(",") if c.strip()]
+    output = output_dir / f"{level}_{event_class}.json"
     try:
-        report = write_report(events, output_dir)
-    except FileNotFoundError as err:
+        report = run_chains(
+            event_class, names, events, validation_events, output, log=console.print
+        )
+    except (FileNotFoundError, ValueError) as err:
         raise _fail(str(err)) from None
-    table = Table(title=f"particle flow on {events} held-out events")
-    for column in ("", "MLPF", "rule-based"):
-        table.add_column(column, justify="right")
-    rows = [
-        ("charged hadron efficiency", "classes", "charged_hadron", "efficiency"),
-        ("neutral hadron efficiency", "classes", "neutral_hadron", "efficiency"),
-        ("neutral hadron E resolution", "classes", "neutral_hadron", "energy_resolution"),
-        ("photon efficiency", "classes", "photon", "efficiency"),
-        ("jet pt resolution", "jets", None, "pt_resolution"),
-        ("jet pt response", "jets", None, "pt_response"),
-    ]
-    for label, group, name, key in rows:
-        values = []
-        for algorithm in ("mlpf", "baseline"):
-            block = report[algorithm][group]
-            values.append(f"{(block[name] if name else block)[key]:.3f}")
-        table.add_row(label, *values)
-    table.add_row(
-        "MET resolution (GeV)",
-        f"{report['mlpf']['met']['resolution_xy']:.2f}",
-        f"{report['baseline']['met']['resolution_xy']:.2f}",
-    )
-    Console().print(table)
+    table = Table(title=f"{level}, {report['description']}: {events} test events")
+    columns = {
+        "ch.had eff": ("charged_hadron", "efficiency"),
+        "nu.had eff": ("neutral_hadron", "efficiency"),
+        "nu.had fake": ("neutral_hadron", "fake_rate"),
+        "nu.had σE/E": ("neutral_hadron", "energy_resolution"),
+        "γ eff": ("photon", "efficiency"),
+        "μ eff": ("muon", "efficiency"),
+    }
+    for column in ("chain", *columns, "jet σpt/pt", "MET σ GeV", "s/event"):
+        table.add_column(column, justify="left" if column == "chain" else "right")
+    for chain in names:
+        result = report["chains"][chain]
+        table.add_row(
+            chain,
+            *(f"{result['classes'][c][k]:.3f}" for c, k in columns.values()),
+            f"{result['jets']['pt_resolution']:.3f}",
+            f"{result['met']['resolution_xy']:.2f}",
+            f"{report['seconds_per_event'][chain]:.3f}",
+        )
+    Console(width=160).print(table)
+    console.print(f"written to {output}")
+
+
+_CLASS_OPTION = typer.Option("--class", help="Event class: gun, dense, jets, jets_pu140.")
+
+
+@evaluate_app.command("pf")
+def evaluate_pf_command(
+    event_class: Annotated[str, _CLASS_OPTION] = "jets",
+    chains: Annotated[str, typer.Option(help="Comma-separated clustering+pf chains.")] = ",".join(
+        PF_LEVEL_CHAINS
+    ),
+    events: Annotated[int, typer.Option("--events", "-n", min=1, help="Test events.")] = 200,
+    validation_events: Annotated[
+        int, typer.Option(min=1, help="Validation events for the PF calibrations.")
+    ] = 100,
+    output_dir: Annotated[Path, typer.Option("-o", "--output-dir")] = Path(
+        "docs/results/benchmark"
+    ),
+) -> None:
+    """MLPF vs the rule-based PF on the network's clusters, and both on the truth ablations
+    (truth hit assignment; perfect clusters), on one class's test events."""
+    _evaluate_chains(event_class, chains, events, validation_events, output_dir, "pf")
+
+
+@evaluate_app.command("chain")
+def evaluate_chain_command(
+    event_class: Annotated[str, _CLASS_OPTION] = "jets",
+    chains: Annotated[str, typer.Option(help="Comma-separated clustering+pf chains.")] = ",".join(
+        ALL_CHAINS
+    ),
+    events: Annotated[int, typer.Option("--events", "-n", min=1, help="Test events.")] = 200,
+    validation_events: Annotated[
+        int, typer.Option(min=1, help="Validation events for the PF calibrations.")
+    ] = 100,
+    output_dir: Annotated[Path, typer.Option("-o", "--output-dir")] = Path(
+        "docs/results/benchmark"
+    ),
+) -> None:
+    """The four chains (network or CLUE clusters x MLPF or rule-based PF) and the two truth
+    ablations on one class's test events: per particle class, jets, missing pt, time."""
+    _evaluate_chains(event_class, chains, events, validation_events, output_dir, "chain")
 
 
 @app.command()

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from recoserve.baselines.pf import PFParams, link_tracks, rule_based_pf
 from recoserve.export.mlpf import export_mlpf
 from recoserve.export.network import PARITY_TOLERANCE
 from recoserve.inprocess import ClusteringPipeline, EventRecoPipeline
 from recoserve.metrics.pf import PFAccumulator, antikt_jets, match, missing_pt
+from recoserve.metrics.pf_truth import pf_truth, truth_clusters
 from recoserve.nn.checkpoint import DEFAULT_MLPF_CHECKPOINT, load_mlpf
 from recoserve.postprocess.candidates import (
     CHARGED_HADRON,
@@ -32,7 +32,7 @@ from recoserve.postprocess.elements import (
     track_elements,
 )
 from recoserve.sim.classes import pf_event
-from recoserve.train.pf_targets import element_targets, pf_truth, truth_clusters
+from recoserve.train.pf_targets import element_targets
 
 FRESH_SEED = 911
 
@@ -75,31 +75,6 @@ def test_decoding_of_hand_built_outputs() -> None:
     np.testing.assert_allclose(out["phi"], [0.0, np.pi / 2, np.pi], atol=1e-6)
     np.testing.assert_allclose(out["energy"], [40, 20, 12])
     assert np.all((out["probability"] > 0.5) & (out["probability"] <= 1))
-
-
-def test_baseline_on_a_hand_built_event() -> None:
-    elements = np.stack(
-        [
-            element(TRACK, pt=10, energy=20, charge=1, x=50, y=0),  # pion into a hadron shower
-            element(TRACK, pt=15, energy=30, charge=-1, x=-80, y=10),  # electron
-            element(TRACK, pt=20, energy=40, charge=1, x=0, y=90),  # muon
-            element(CLUSTER, pt=20, energy=45, x=51, y=0.5, p_hadron=0.9, width=3, em_fraction=0.3),
-            element(CLUSTER, pt=15, energy=29, x=-80.5, y=10, p_em=0.95, width=1, em_fraction=1),
-            element(CLUSTER, pt=1, energy=2, x=0, y=90.3, p_mip=0.9, width=0.5, em_fraction=0.5),
-            element(CLUSTER, pt=5, energy=10, x=0, y=-100, p_em=0.9, width=1, em_fraction=1),
-        ]
-    )
-    assert list(link_tracks(elements, PFParams())[:3]) == [3, 4, 5]
-    out = rule_based_pf(elements)
-    by_element = {int(c["element"]): c for c in out}
-    assert by_element[0]["class_id"] == CHARGED_HADRON and by_element[0]["pdg"] == 211
-    assert by_element[1]["class_id"] == ELECTRON and by_element[1]["pdg"] == 11
-    assert by_element[2]["class_id"] == MUON
-    # the hadron cluster holds 25 GeV more than the track: a neutral hadron of the excess
-    assert by_element[3]["class_id"] == NEUTRAL_HADRON
-    assert by_element[3]["energy"] == pytest.approx(25.0)
-    assert 4 not in by_element and 5 not in by_element  # used by the electron and the muon
-    assert by_element[6]["class_id"] == PHOTON and by_element[6]["energy"] == pytest.approx(10)
 
 
 def test_tracks_that_miss_the_calorimeter_get_a_finite_position() -> None:

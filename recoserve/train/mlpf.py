@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from recoserve.metrics.pf_truth import pf_truth
 from recoserve.nn.checkpoint import DEFAULT_CLUSTERING_CHECKPOINT, save_mlpf
 from recoserve.nn.mlpf import MLPF, MLPFConfig
 from recoserve.postprocess.candidates import NONE
@@ -33,7 +34,7 @@ from recoserve.postprocess.elements import build_elements
 from recoserve.sim.classes import EVENT_CLASSES, pf_event
 from recoserve.sim.simulator import Simulator
 from recoserve.train.loop import BestWeights, cosine_lr, optimise, update_running
-from recoserve.train.pf_targets import element_targets, pf_truth
+from recoserve.train.pf_targets import element_targets
 
 JETS = EVENT_CLASSES["jets"]
 TRAIN_SEED = JETS.seeds.train

@@ -1,0 +1,249 @@
+"""The particle-flow and full-chain benchmark: which clusters, which PF, per event class.
+
+Chains are a clustering feeding a PF through the same element code
+(``recoserve.postprocess.elements``):
+
+- clusterings: ``network`` (the served GravNet + condensation, thresholds tuned on the class's
+  validation events), ``clue`` (CLUE with the class's tuned parameters and energy scale),
+  ``truth_assignment`` (ablation: the truth definition's hit assignment with reconstructed
+  energies: summed hit energies times CLUE's energy scale), ``perfect`` (ablation: one cluster
+  per truth particle with its true energy, class and entry point);
+- PFs: ``mlpf`` (the served MLPF) and ``rule_pf`` (``recoserve.baselines.pf``, its energy
+  calibrations fit per clustering on validation events by ``fit_calibration``).
+
+`recoserve evaluate pf` runs the PF-level comparison (network clusters into both PFs, and the
+two ablations); `recoserve evaluate chain` adds the classical chain (CLUE clusters). Both report
+per particle class efficiency, fake rate, response and resolution, anti-kt 0.4 jets, missing pt
+and seconds per event per chain (``recoserve.metrics.pf``), on the class's test events.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recoserve.baselines.clue import ClueParams, clue
+from recoserve.baselines.pf import (
+    EM_CLUSTER,
+    HADRONIC_CLUSTER,
+    PFCalibration,
+    PFParams,
+    cluster_kind,
+    rule_based_pf,
+)
+from recoserve.events.model import Event
+from recoserve.events.truth import truth_objects
+from recoserve.inprocess import EventRecoPipeline
+from recoserve.metrics.chains import ALL_CHAINS, CLUSTERINGS, PFS
+from recoserve.metrics.pf import PFAccumulator
+from recoserve.metrics.pf_truth import pf_truth, truth_clusters
+from recoserve.postprocess.assignment import clusters_from_assignment
+from recoserve.postprocess.chain import cluster_events
+from recoserve.postprocess.condensation import Clusters, CondensationThresholds
+from recoserve.postprocess.elements import COLUMN, build_elements
+from recoserve.sim.classes import EventClass, event_class
+
+CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
+PF_CALIBRATION_DIR = CHECKPOINTS / "pf"
+CALIBRATION_BINS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5)  # log10(E / GeV): 1 GeV - 300 GeV
+
+
+class ChainRunner:
+    """Builds every clustering of an event and runs the PFs on their elements."""
+
+    def __init__(self, cls: EventClass, pipeline: EventRecoPipeline) -> None:
+        self.cls = cls
+        self.pipeline = pipeline
+        self.readout = cls.config().readout
+        clue_tuned = _read(CHECKPOINTS / "clue" / f"{cls.name}.json")
+        net_tuned = _read(CHECKPOINTS / "clustering" / "thresholds" / f"{cls.name}.json")
+        self.clue_params = ClueParams(**clue_tuned["params"]) if clue_tuned else ClueParams()
+        self.energy_scale = float(clue_tuned["energy_scale"]) if clue_tuned else 1.0
+        self.thresholds = (
+            CondensationThresholds(**net_tuned["thresholds"])
+            if net_tuned
+            else pipeline.clustering.thresholds
+        )
+        self.provenance = {
+            "clue_tuned": bool(clue_tuned),
+            "network_thresholds_tuned": bool(net_tuned),
+            "clue_params": self.clue_params.__dict__,
+            "clue_energy_scale": self.energy_scale,
+            "network_thresholds": self.thresholds.__dict__,
+        }
+
+    def clusters(self, event: Event, source: str) -> Clusters:
+        hits = event.hits.features()
+        if source == "network":
+            return cluster_events(self.pipeline.clustering.network, [hits], self.thresholds)[0]
+        if source == "clue":
+            result = clue(event.hits, self.clue_params, self.readout)
+            return clusters_from_assignment(hits, result.hit_cluster, self.energy_scale)
+        if source == "truth_assignment":
+            assignment = truth_objects(event).hit_object
+            return clusters_from_assignment(hits, assignment, self.energy_scale)
+        if source == "perfect":
+            return truth_clusters(event)
+        raise ValueError(f"unknown clustering {source!r}; known: {CLUSTERINGS}")
+
+    def elements(self, event: Event, source: str) -> tuple[Clusters, np.ndarray]:
+        clusters = self.clusters(event, source)
+        return clusters, build_elements(event.hits.features(), event.tracks.features(), clusters)
+
+
+def calibration_pairs(event: Event, clusters: Clusters, elements: np.ndarray) -> np.ndarray:
+    """float64 [M, 3] = (cluster energy, cluster kind, true energy) of the clusters that hold
+    at least 80 % of one hard-scatter particle's hit energy with at least 80 % purity."""
+    hits, parts = event.hits, event.particles
+    k = len(clusters)
+    ok = (clusters.hit_cluster >= 0) & (hits.truth_particle >= 0)
+    if not ok.any():
+        return np.zeros((0, 3))
+    n = len(parts)
+    e = hits.energy[ok].astype(np.float64)
+    pair = clusters.hit_cluster[ok] * n + hits.truth_particle[ok]
+    share = np.bincount(pair, weights=e, minlength=k * n).reshape(k, n)
+    particle_total = np.bincount(
+        hits.truth_particle[hits.truth_particle >= 0],
+        weights=hits.energy[hits.truth_particle >= 0].astype(np.float64),
+        minlength=n,
+    )
+    main = share.argmax(axis=1)
+    cluster_total = np.maximum(share.sum(axis=1), 1e-12)
+    rows = np.arange(k)
+    purity = share[rows, main] / cluster_total
+    completeness = share[rows, main] / np.maximum(particle_total[main], 1e-12)
+    good = (purity > 0.8) & (completeness > 0.8) & (parts.interaction[main] == 0)
+    n_tracks = len(event.tracks)
+    kind = cluster_kind(elements, PFParams())[n_tracks:]
+    energy = elements[n_tracks:, COLUMN["energy"]].astype(np.float64)
+    return np.column_stack([energy[good], kind[good], parts.energy[main[good]]])
+
+
+def fit_calibration(pairs: np.ndarray) -> PFCalibration:
+    """Median true/reconstructed energy per log-energy bin, per cluster type (EM, hadronic);
+    bins with fewer than 10 clusters take their neighbours' factor."""
+    centers = np.array(CALIBRATION_BINS)
+    factors = {}
+    for kind in (EM_CLUSTER, HADRONIC_CLUSTER):
+        sel = pairs[pairs[:, 1] == kind] if len(pairs) else np.zeros((0, 3))
+        x = np.log10(np.maximum(sel[:, 0], 1e-3))
+        ratio = sel[:, 2] / np.maximum(sel[:, 0], 1e-6)
+        values = np.full(len(centers), np.nan)
+        for i, c in enumerate(centers):
+            near = np.abs(x - c) < 0.25
+            if near.sum() >= 10:
+                values[i] = np.median(ratio[near])
+        if np.isnan(values).all():
+            values[:] = 1.0
+        known = np.flatnonzero(~np.isnan(values))
+        values = np.interp(np.arange(len(centers)), known, values[known])
+        factors[kind] = tuple(float(v) for v in values)
+    return PFCalibration(
+        log_energy=tuple(float(c) for c in centers),
+        em_factor=factors[EM_CLUSTER],
+        hadron_factor=factors[HADRONIC_CLUSTER],
+    )
+
+
+def pf_calibrations(
+    runner: ChainRunner, sources: Sequence[str], n_validation: int, log: Callable[[str], Any]
+) -> dict[str, PFCalibration]:
+    """The rule-based PF's calibration per clustering, fit on the class's validation events
+    (read from checkpoints/pf/<class>.json when present for at least that many events)."""
+    path = PF_CALIBRATION_DIR / f"{runner.cls.name}.json"
+    stored = _read(path) or {}
+    missing = [s for s in sources if stored.get(s, {}).get("events", 0) < n_validation]
+    if missing:
+        log(f"fitting PF calibrations ({', '.join(missing)}) on {n_validation} validation events")
+        pairs: dict[str, list[np.ndarray]] = {s: [] for s in missing}
+        sim = runner.cls.simulator()
+        for i in range(n_validation):
+            event = runner.cls.event("validation", i, sim)
+            for s in missing:
+                clusters, elements = runner.elements(event, s)
+                pairs[s].append(calibration_pairs(event, clusters, elements))
+        for s in missing:
+            calibration = fit_calibration(np.concatenate(pairs[s]))
+            stored[s] = {"events": n_validation, **calibration.as_dict()}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(stored, indent=1) + "\n")
+    return {
+        s: PFCalibration(
+            log_energy=tuple(stored[s]["log_energy"]),
+            em_factor=tuple(stored[s]["em_factor"]),
+            hadron_factor=tuple(stored[s]["hadron_factor"]),
+        )
+        for s in sources
+    }
+
+
+def run_chains(
+    name: str,
+    chains: Sequence[str],
+    n_events: int,
+    n_validation: int,
+    output: Path,
+    log: Callable[[str], Any] = print,
+) -> dict[str, Any]:
+    """Every chain on the class's test events; writes ``output`` (JSON) and returns it."""
+    cls = event_class(name)
+    for chain in chains:
+        source, _, pf = chain.partition("+")
+        if source not in CLUSTERINGS or pf not in PFS:
+            raise ValueError(f"unknown chain {chain!r}; known: {ALL_CHAINS}")
+    runner = ChainRunner(cls, EventRecoPipeline())
+    sources = list(dict.fromkeys(c.split("+")[0] for c in chains))
+    rule_sources = [c.split("+")[0] for c in chains if c.endswith("+rule_pf")]
+    calibrations = pf_calibrations(runner, rule_sources, n_validation, log)
+    accumulators = {c: PFAccumulator() for c in chains}
+    seconds = dict.fromkeys(chains, 0.0)
+    sim = cls.simulator()
+    log(f"running {len(chains)} chains on {n_events} test events of class {name!r}")
+    for i in range(n_events):
+        event = cls.event("test", i, sim)
+        t = pf_truth(event)
+        truth = {
+            "class_id": t.class_id,
+            "pt": t.pt.astype(np.float64),
+            "eta": t.eta.astype(np.float64),
+            "phi": t.phi.astype(np.float64),
+            "energy": t.energy.astype(np.float64),
+        }
+        for source in sources:
+            t0 = time.perf_counter()
+            _, elements = runner.elements(event, source)
+            cluster_seconds = time.perf_counter() - t0
+            for chain in chains:
+                if not chain.startswith(source + "+"):
+                    continue
+                t1 = time.perf_counter()
+                if chain.endswith("+mlpf"):
+                    candidates = runner.pipeline.candidates_from_elements(elements)
+                else:
+                    candidates = rule_based_pf(elements, PFParams(calibration=calibrations[source]))
+                seconds[chain] += cluster_seconds + time.perf_counter() - t1
+                accumulators[chain].add(truth, candidates)
+    report = {
+        "class": name,
+        "description": cls.description,
+        "events": n_events,
+        "test_seed": cls.seeds.test,
+        "chains": {c: accumulators[c].summary() for c in chains},
+        "seconds_per_event": {c: seconds[c] / max(n_events, 1) for c in chains},
+        "pf_calibrations": {s: c.as_dict() for s, c in calibrations.items()},
+        **runner.provenance,
+        "mlpf_checkpoint": runner.pipeline.info,
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.exists() else None
