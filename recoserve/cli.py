@@ -75,9 +75,35 @@ def simulate(
         int, typer.Option(min=0, help="Pileup interactions overlaid on every event.")
     ] = 0,
     noise: Annotated[bool, typer.Option(help="Add electronic-noise hits.")] = True,
+    noise_level: Annotated[
+        str, typer.Option(help="Noise scenario: start or end of detector life.")
+    ] = "start",
+    legacy_detector: Annotated[
+        bool,
+        typer.Option(
+            help="The earlier, easier detector model (symmetric hadron showers, "
+            "~4 sigma noise thresholds, every hit timed), for comparison."
+        ),
+    ] = False,
+    log_uniform: Annotated[
+        bool, typer.Option(help="Particle-gun energies uniform in log(E).")
+    ] = False,
+    event_class: Annotated[
+        str | None,
+        typer.Option(
+            "--class",
+            help="A benchmark class (gun, dense, jets, jets_pu140): its "
+            "events of --split, replacing the gun options.",
+        ),
+    ] = None,
+    split: Annotated[str, typer.Option(help="With --class: train, validation or test.")] = "test",
 ) -> None:
-    """Simulate events (particle gun, jet gun or generator file, plus pileup) to Parquet."""
+    """Simulate events (particle gun, jet gun, a benchmark class or a generator file, plus
+    pileup) to Parquet."""
+    from dataclasses import replace
+
     from recoserve.events.parquet import EventWriter
+    from recoserve.sim.classes import event_class as event_class_of
     from recoserve.sim.digitize import ReadoutConfig
     from recoserve.sim.generator import GeneratorReport, count_acceptance, read_generator_file
     from recoserve.sim.jets import JetGunConfig
@@ -92,16 +118,25 @@ def simulate(
             energy_max=energy_max,
             eta_min=eta_min,
             eta_max=eta_max,
+            log_uniform=log_uniform,
         )
         jet_gun = (
             JetGunConfig(n_jets=jets, energy_min=jet_energy_min, energy_max=jet_energy_max)
             if jets
             else None
         )
-        config = SimConfig(
-            gun=gun, readout=ReadoutConfig(noise_hits=noise), pileup=PileupConfig(pileup),
-            jets=jet_gun,
-        )  # fmt: skip
+        if legacy_detector:
+            config = SimConfig.legacy(
+                gun=gun, noise_hits=noise, pileup=PileupConfig(pileup), jets=jet_gun
+            )
+        else:
+            config = SimConfig(
+                gun=gun, readout=ReadoutConfig.for_scenario(noise_level, noise_hits=noise),
+                pileup=PileupConfig(pileup), jets=jet_gun,
+            )  # fmt: skip
+        chosen = event_class_of(event_class) if event_class else None
+        if chosen is not None:
+            config = replace(chosen.config(legacy_detector, noise_level), readout=config.readout)
     except ValueError as err:
         raise _fail(str(err)) from None
     sim = Simulator(config)
@@ -118,6 +153,12 @@ def simulate(
         )
         generator = f"generator file {from_file}"
         total = events
+    elif chosen is not None:
+        n = events or 10
+        stream = (chosen.event(split, i, sim) for i in range(first_event, first_event + n))
+        generator = f"recoserve benchmark class {chosen.name} ({split})"
+        seed = chosen.seeds.of(split)
+        total = n
     else:
         n = events or 10
         stream = sim.events(n, seed, first_event)
@@ -128,8 +169,9 @@ def simulate(
         "seed": str(seed),
         "first_event": str(first_event),
         "gun": json.dumps(jet_gun.__dict__ if jet_gun else gun.__dict__),
-        "pileup": str(pileup),
+        "pileup": str(config.pileup.interactions),
         "noise_hits": str(noise),
+        "detector": "legacy" if legacy_detector else f"realistic, {noise_level} of life",
     }
     output.parent.mkdir(parents=True, exist_ok=True)
     n_hits: list[int] = []
@@ -257,6 +299,45 @@ def resolution(
         console.print(
             f"{name}: {100 * fit['stochastic']:.1f}%/sqrt(E) (+) {100 * fit['constant']:.2f}%"
         )
+    console.print(f"wrote {output}")
+
+
+@app.command()
+def profiles(
+    output: Annotated[Path, typer.Option("-o", "--output", help="PNG file to write.")],
+    json_output: Annotated[
+        Path | None, typer.Option("--json", help="Also write the numbers as JSON.")
+    ] = None,
+    species: Annotated[str, typer.Option(help="Comma-separated species.")] = "e-,pi+",
+    energy: Annotated[float, typer.Option(help="Particle energy, GeV.")] = 50.0,
+    events: Annotated[int, typer.Option("--events", "-n", min=5, help="Events per curve.")] = 200,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 1,
+) -> None:
+    """Longitudinal and lateral shower profiles, realistic vs legacy detector model, to PNG."""
+    from recoserve.plotting.resolution import draw_profiles
+    from recoserve.sim.validation import shower_profiles
+
+    names = [s.strip() for s in species.split(",") if s.strip()]
+    try:
+        result = {
+            name: {
+                model: shower_profiles(name, energy, events, seed, legacy=model == "legacy")
+                for model in ("realistic", "legacy")
+            }
+            for name in names
+        }
+    except ValueError as err:
+        raise _fail(str(err)) from None
+    draw_profiles(result, energy, output)
+    if json_output:
+        json_output.parent.mkdir(parents=True, exist_ok=True)
+        summary = {"energy": energy, "events": events, "seed": seed, "profiles": result}
+        json_output.write_text(json.dumps(summary, indent=1) + "\n")
+    for name, models in result.items():
+        for model, profile in models.items():
+            console.print(
+                f"{name} {model}: asymmetry beyond 5 cm {profile['asymmetry_beyond_5cm'][0]:.3f}"
+            )
     console.print(f"wrote {output}")
 
 

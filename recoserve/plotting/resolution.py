@@ -61,3 +61,31 @@ def draw_multiplicity(rows: list[dict[str, float]], output: str | Path) -> Path:
     ax.set_ylabel("hits per event (2 jets)")
     ax.legend()
     return save_figure(fig, output)
+
+
+def draw_profiles(
+    profiles: dict[str, dict[str, dict[str, list[float]]]], energy: float, output: str | Path
+) -> Path:
+    """Longitudinal (per layer) and lateral (per radial bin) energy shares, per species and
+    detector model."""
+    mplhep.style.use("CMS")
+    fig, (ax_long, ax_lat) = plt.subplots(1, 2, figsize=(20, 8))
+    for name, models in profiles.items():
+        for model, profile in models.items():
+            style = "-" if model == "realistic" else "--"
+            label = f"{name}, {model}"
+            ax_long.plot(np.arange(len(profile["longitudinal"])), profile["longitudinal"], style,
+                         label=label)  # fmt: skip
+            edges = np.asarray(profile["lateral_bins"])
+            density = np.asarray(profile["lateral"]) / np.diff(edges)
+            ax_lat.step(edges[:-1], density, style, where="post", label=label)
+    ax_long.set_xlabel("layer")
+    ax_long.set_ylabel("share of the visible energy")
+    ax_long.set_title(f"{energy:g} GeV, longitudinal", fontsize=18)
+    ax_lat.set_xlabel("distance to the particle's axis [cm]")
+    ax_lat.set_ylabel("share of the visible energy per cm")
+    ax_lat.set_yscale("log")
+    ax_lat.set_title(f"{energy:g} GeV, lateral", fontsize=18)
+    for ax in (ax_long, ax_lat):
+        ax.legend(fontsize=14)
+    return save_figure(fig, output)

@@ -32,10 +32,7 @@ def single_particle_responses(
     species: str, energy: float, n_events: int, seed: int, noise_hits: bool = False
 ) -> np.ndarray:
     """Response (sum of the particle's hits / true energy) for ``n_events`` single particles."""
-    config = SimConfig(
-        gun=GunConfig(n_particles=1, species=(species,), energy_min=energy, energy_max=energy),
-        readout=ReadoutConfig(noise_hits=noise_hits),
-    )
+    config = SimConfig(gun=_single(species, energy), readout=ReadoutConfig(noise_hits=noise_hits))
     sim = Simulator(config)
     out = np.empty(n_events)
     for i in range(n_events):
@@ -117,3 +114,49 @@ def multiplicity_vs_pileup(
             "noise_hits_mean": float(np.mean(noise)),
         })  # fmt: skip
     return rows
+
+
+def _single(species: str, energy: float) -> GunConfig:
+    return GunConfig(n_particles=1, species=(species,), energy_min=energy, energy_max=energy)
+
+
+LATERAL_BINS = (0.0, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 50.0)  # cm from the axis
+
+
+def shower_profiles(
+    species: str, energy: float, n_events: int, seed: int, legacy: bool = False
+) -> dict[str, list[float]]:
+    """Mean longitudinal profile (share of the visible energy per layer) and lateral profile
+    (share per radial bin around the particle's straight axis, and the median over showers of
+    the azimuthal asymmetry of the energy beyond 5 cm) of single particles without noise."""
+    from recoserve.sim.geometry import N_LAYERS, Z_FRONT
+
+    readout = ReadoutConfig.legacy(noise_hits=False) if legacy else ReadoutConfig(noise_hits=False)
+    base = SimConfig.legacy() if legacy else SimConfig()
+    sim = Simulator(SimConfig(gun=_single(species, energy), showers=base.showers, readout=readout))
+    longitudinal = np.zeros(N_LAYERS)
+    lateral = np.zeros(len(LATERAL_BINS) - 1)
+    asymmetry = []
+    for i in range(n_events):
+        event = sim.event(seed, i)
+        p, h = event.particles, event.hits
+        own = h.truth_particle == 0
+        e = h.energy[own].astype(np.float64)
+        if e.sum() <= 0:
+            continue
+        z = np.abs(h.z[own]).astype(np.float64)
+        dx = h.x[own] - p.calo_x[0] * z / Z_FRONT
+        dy = h.y[own] - p.calo_y[0] * z / Z_FRONT
+        r = np.hypot(dx, dy)
+        longitudinal += np.bincount(h.layer[own], weights=e, minlength=N_LAYERS) / e.sum()
+        lateral += np.histogram(r, bins=LATERAL_BINS, weights=e)[0] / e.sum()
+        far = r > 5.0
+        if e[far].sum() > 0.5:
+            vector = np.hypot((e * dx / r)[far].sum(), (e * dy / r)[far].sum())
+            asymmetry.append(vector / e[far].sum())
+    return {
+        "longitudinal": list(longitudinal / n_events),
+        "lateral": list(lateral / n_events),
+        "lateral_bins": list(LATERAL_BINS),
+        "asymmetry_beyond_5cm": [float(np.median(asymmetry))] if asymmetry else [float("nan")],
+    }
