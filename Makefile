@@ -8,7 +8,7 @@ PORT_HTTP ?= 8000
 PORT_GRPC ?= 8001
 PORT_METRICS ?= 8002
 
-.PHONY: install vendor-js install-browser serve test lint loadtest soak bench format bench-sim docs-plots train-clustering evaluate-clustering train-mlpf evaluate-mlpf clean
+.PHONY: install vendor-js install-browser serve test lint loadtest soak bench format bench-sim docs-plots train-clustering evaluate-clustering train-mlpf evaluate clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,22 +55,27 @@ docs-plots: $(STAMP)
 	$(VENV)/bin/recoserve simulate --events 1 --particles 100 --seed 1 -o /tmp/recoserve-display.parquet
 	$(VENV)/bin/recoserve display /tmp/recoserve-display.parquet -o docs/img/event_display.png
 	$(VENV)/bin/recoserve resolution -o docs/img/resolution.png --json docs/resolution.json
+	$(VENV)/bin/recoserve profiles -o docs/img/profiles.png --json docs/profiles.json
 	$(VENV)/bin/recoserve multiplicity -o docs/img/multiplicity_vs_pileup.png --json docs/multiplicity_vs_pileup.json
 	$(VENV)/bin/recoserve simulate --jets 2 --pileup 140 -n 1 --seed 4 -o /tmp/recoserve-jets.parquet
 	$(VENV)/bin/recoserve display /tmp/recoserve-jets.parquet --pileup-grey -o docs/img/jets_pileup140.png
 
+# Resumes checkpoints/clustering/training/gravnet_oc.state.pt when present (DEVICE=cuda on a GPU).
+DEVICE ?= cpu
 train-clustering: $(STAMP)
-	$(VENV)/bin/recoserve train clustering --minutes 50
+	$(VENV)/bin/recoserve train clustering --minutes 50 --device $(DEVICE)
 
 train-mlpf: $(STAMP)
 	$(VENV)/bin/recoserve train mlpf --train-events 12000 --validation-events 300 --batch-events 32 --minutes 25
 
-evaluate-mlpf: $(STAMP)
-	$(VENV)/bin/recoserve evaluate mlpf --events 500 -o docs/results
-	$(VENV)/bin/recoserve export mlpf -o exports/mlpf
+# The physics benchmark: every class, tunings on validation events, tables into the docs.
+CLASSES ?= gun dense jets jets_pu140
+evaluate: $(STAMP)
+	for c in $(CLASSES); do $(VENV)/bin/recoserve evaluate clustering --class $$c; done
+	for c in $(CLASSES); do $(VENV)/bin/recoserve evaluate chain --class $$c; done
+	$(PY) benchmarks/physics_tables.py
 
 evaluate-clustering: $(STAMP)
-	$(VENV)/bin/recoserve evaluate clustering --events 200 -o docs/results
 	$(VENV)/bin/recoserve export clustering -o exports/clustering
 	$(PY) benchmarks/clustering_scaling.py
 

@@ -341,6 +341,14 @@ def profiles(
     console.print(f"wrote {output}")
 
 
+@app.command("classes")
+def classes_command() -> None:
+    """The benchmark's event classes and their train / validation / test seeds (markdown)."""
+    from recoserve.sim.classes import classes_markdown
+
+    print(classes_markdown())
+
+
 @app.command()
 def multiplicity(
     output: Annotated[Path, typer.Option("-o", "--output", help="PNG file to write.")],

@@ -290,3 +290,12 @@ def test_calibration_is_fit_per_cluster_type_and_energy() -> None:
 
 def test_resolvable_definition_is_the_default() -> None:
     assert RESOLVABLE.merge_distance == 2.0 and RESOLVABLE.pileup_as_noise
+
+
+def test_the_docs_show_the_current_class_table() -> None:
+    from pathlib import Path
+
+    from recoserve.sim.classes import classes_markdown
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "benchmark.md").read_text()
+    assert classes_markdown() in docs

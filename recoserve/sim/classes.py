@@ -163,3 +163,17 @@ def pf_event(seed: int, event_id: int, simulator: Simulator | None = None) -> Ev
     """Event ``event_id`` of the jet sample with an arbitrary ``seed`` (tests, load tests)."""
     rng = np.random.default_rng([seed, event_id])
     return (simulator or Simulator()).from_particles(jet_primaries(rng), rng, event_id)
+
+
+def classes_markdown() -> str:
+    """The class table of docs/benchmark.md (a test checks the docs show the current one)."""
+    lines = [
+        "| class | events | pileup | train seed | validation seed | test seed |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in EVENT_CLASSES.values():
+        s = c.seeds
+        lines.append(
+            f"| `{c.name}` | {c.description} | {c.pileup} | {s.train} | {s.validation} | {s.test} |"
+        )
+    return "\n".join(lines)
