@@ -103,7 +103,8 @@ def truth_objects(event: Event, definition: TruthDefinition = RESOLVABLE) -> Tru
     candidates = np.unique(owner[owned])
     row = np.full(len(parts), -1, dtype=np.int64)
     row[candidates] = np.arange(len(candidates))
-    hit_row = np.where(owned, row[np.maximum(owner, 0)], -1)
+    hit_row = np.full(len(hits), -1, dtype=np.int64)
+    hit_row[owned] = row[owner[owned]]
     sel = hit_row >= 0
     face = Z_FRONT / np.maximum(np.abs(hits.z[sel]).astype(np.float64), 1.0)
     w = np.bincount(hit_row[sel], weights=energy[sel], minlength=len(candidates))
