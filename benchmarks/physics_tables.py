@@ -61,7 +61,8 @@ def distance_table(report: dict[str, Any]) -> str:
     for key in keys:
         for algo, label in (("network", "GravNet + OC"), ("clue", "CLUE (tuned)")):
             cells = " | ".join(
-                _fmt(b["efficiency"], 2) for b in classes[key][algo]["efficiency_vs_distance_above_20GeV"]
+                _fmt(b["efficiency"], 2)
+                for b in classes[key][algo]["efficiency_vs_distance_above_20GeV"]
             )
             lines.append(f"| {key} | {label} | {cells} |")
     return "\n".join(lines)

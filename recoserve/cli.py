@@ -16,6 +16,7 @@ from rich.table import Table
 
 from recoserve.events.model import Event
 from recoserve.metrics.chains import ALL_CHAINS, PF_LEVEL_CHAINS
+from recoserve.metrics.tuning_store import CHECKPOINTS
 from recoserve.sim.particles import DEFAULT_GUN_SPECIES, GunConfig
 
 app = typer.Typer(
@@ -575,6 +576,13 @@ def export_repository_command(
     )
 
 
+_CLASS_OPTION = typer.Option("--class", help="Event class: gun, dense, jets, jets_pu140.")
+TUNINGS = CHECKPOINTS
+_TUNINGS_OPTION = typer.Option(
+    help="Where validation tunings are read, or written when missing or stale."
+)
+
+
 @evaluate_app.command("clustering")
 def evaluate_clustering_command(
     event_class: Annotated[
@@ -598,10 +606,12 @@ def evaluate_clustering_command(
     checkpoint: Annotated[Path, typer.Option(help="Trained checkpoint.")] = Path(
         "checkpoints/clustering/gravnet_oc.pt"
     ),
+    tunings: Annotated[Path, _TUNINGS_OPTION] = TUNINGS,
 ) -> None:
     """GravNet + object condensation vs tuned CLUE on one event class's test events (or an
     events file): one block of clustering_benchmark.json, and a figure."""
     from recoserve.metrics.clustering_report import BENCHMARK_JSON, run_class
+    from recoserve.metrics.tuning_store import TuningStore
 
     try:
         block = run_class(
@@ -612,6 +622,7 @@ def evaluate_clustering_command(
             checkpoint,
             output_dir,
             tuned_on=tuned_on,
+            store=TuningStore(tunings),
             log=console.print,
         )
     except (FileNotFoundError, ValueError) as err:
@@ -642,16 +653,24 @@ def evaluate_clustering_command(
 
 
 def _evaluate_chains(
-    event_class: str, chains: str, events: int, validation_events: int, output_dir: Path, level: str
+    event_class: str,
+    chains: str,
+    events: int,
+    validation_events: int,
+    output_dir: Path,
+    level: str,
+    tunings: Path,
 ) -> None:
     from recoserve.metrics.chain_report import run_chains
+    from recoserve.metrics.tuning_store import TuningStore
 
     names = [c.strip() for c in chains.split(",") if c.strip()]
     output = output_dir / f"{level}_{event_class}.json"
     try:
         report = run_chains(
-            event_class, names, events, validation_events, output, log=console.print
-        )
+            event_class, names, events, validation_events, output, TuningStore(tunings),
+            log=console.print,
+        )  # fmt: skip
     except (FileNotFoundError, ValueError) as err:
         raise _fail(str(err)) from None
     table = Table(title=f"{level}, {report['description']}: {events} test events")
@@ -678,9 +697,6 @@ def _evaluate_chains(
     console.print(f"written to {output}")
 
 
-_CLASS_OPTION = typer.Option("--class", help="Event class: gun, dense, jets, jets_pu140.")
-
-
 @evaluate_app.command("pf")
 def evaluate_pf_command(
     event_class: Annotated[str, _CLASS_OPTION] = "jets",
@@ -694,10 +710,11 @@ def evaluate_pf_command(
     output_dir: Annotated[Path, typer.Option("-o", "--output-dir")] = Path(
         "docs/results/benchmark"
     ),
+    tunings: Annotated[Path, _TUNINGS_OPTION] = TUNINGS,
 ) -> None:
     """MLPF vs the rule-based PF on the network's clusters, and both on the truth ablations
     (truth hit assignment; perfect clusters), on one class's test events."""
-    _evaluate_chains(event_class, chains, events, validation_events, output_dir, "pf")
+    _evaluate_chains(event_class, chains, events, validation_events, output_dir, "pf", tunings)
 
 
 @evaluate_app.command("chain")
@@ -713,10 +730,11 @@ def evaluate_chain_command(
     output_dir: Annotated[Path, typer.Option("-o", "--output-dir")] = Path(
         "docs/results/benchmark"
     ),
+    tunings: Annotated[Path, _TUNINGS_OPTION] = TUNINGS,
 ) -> None:
     """The four chains (network or CLUE clusters x MLPF or rule-based PF) and the two truth
     ablations on one class's test events: per particle class, jets, missing pt, time."""
-    _evaluate_chains(event_class, chains, events, validation_events, output_dir, "chain")
+    _evaluate_chains(event_class, chains, events, validation_events, output_dir, "chain", tunings)
 
 
 @app.command()

@@ -92,3 +92,47 @@ def test_geometry_docs_match_the_code() -> None:
     result = runner.invoke(app, ["geometry", "--markdown"])
     assert result.exit_code == 0
     assert result.output.strip() in (DOCS / "geometry.md").read_text()
+
+
+def test_simulate_a_benchmark_class_and_the_legacy_detector(tmp_path: Path) -> None:
+    from recoserve.sim.classes import event_class
+
+    out = tmp_path / "dense.parquet"
+    done = runner.invoke(app, ["simulate", "--class", "dense", "--split", "validation", "-n", "1",
+                               "-o", str(out)])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert read_events(out)[0].equals(event_class("dense").event("validation", 0))
+    legacy = tmp_path / "legacy.parquet"
+    done = runner.invoke(app, ["simulate", "--legacy-detector", "-n", "1", "-p", "5",
+                               "-o", str(legacy)])  # fmt: skip
+    assert done.exit_code == 0 and read_metadata(legacy)["detector"] == "legacy"
+    assert (read_events(legacy)[0].hits.time >= 0).all()  # every hit timed
+    bad = runner.invoke(app, ["simulate", "--noise-level", "middle", "-o", str(legacy)])
+    assert bad.exit_code != 0 and "unknown noise scenario" in bad.output
+
+
+def test_evaluate_clustering_and_chain_tune_on_validation_then_report(tmp_path: Path) -> None:
+    """The benchmark end to end on a few events, tunings written to a temporary store."""
+    tunings, results = tmp_path / "tunings", tmp_path / "results"
+    common = ["--class", "jets", "--events", "2", "--validation-events", "2",
+              "--tunings", str(tunings), "-o", str(results)]  # fmt: skip
+    done = runner.invoke(app, ["evaluate", "clustering", *common])
+    assert done.exit_code == 0, done.output
+    clue = json.loads((tunings / "clue" / "jets.json").read_text())
+    assert clue["events"] == 2 and all(clue["grid"]["interior"].values())
+    report = json.loads((results / "clustering_benchmark.json").read_text())
+    block = report["classes"]["jets"]
+    assert block["events"] == 2 and block["clue_params"] == clue["params"]
+    assert {"network", "clue", "network_legacy_truth", "clue_legacy_truth"} <= set(block)
+    assert (results / "clustering_jets.png").stat().st_size > 10_000
+
+    chains = "clue+rule_pf,network+mlpf,perfect+rule_pf"
+    done = runner.invoke(app, ["evaluate", "chain", *common, "--chains", chains])
+    assert done.exit_code == 0, done.output
+    chain = json.loads((results / "chain_jets.json").read_text())
+    assert list(chain["chains"]) == chains.split(",")
+    assert chain["clue_params"] == clue["params"]  # the classical chain uses the tuned CLUE
+    calibrations = json.loads((tunings / "pf" / "jets.json").read_text())
+    assert set(calibrations) == {"clue", "perfect"}  # fit per clustering feeding the rule PF
+    bad = runner.invoke(app, ["evaluate", "chain", *common, "--chains", "clue+nothing"])
+    assert bad.exit_code != 0 and "unknown chain" in bad.output

@@ -19,7 +19,6 @@ and seconds per event per chain (``recoserve.metrics.pf``), on the class's test 
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -42,26 +41,26 @@ from recoserve.inprocess import EventRecoPipeline
 from recoserve.metrics.chains import ALL_CHAINS, CLUSTERINGS, PFS
 from recoserve.metrics.pf import PFAccumulator
 from recoserve.metrics.pf_truth import pf_truth, truth_clusters
+from recoserve.metrics.tuning_store import TuningStore, read_json, write_json
 from recoserve.postprocess.assignment import clusters_from_assignment
 from recoserve.postprocess.chain import cluster_events
 from recoserve.postprocess.condensation import Clusters, CondensationThresholds
 from recoserve.postprocess.elements import COLUMN, build_elements
 from recoserve.sim.classes import EventClass, event_class
 
-CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
-PF_CALIBRATION_DIR = CHECKPOINTS / "pf"
 CALIBRATION_BINS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5)  # log10(E / GeV): 1 GeV - 300 GeV
 
 
 class ChainRunner:
     """Builds every clustering of an event and runs the PFs on their elements."""
 
-    def __init__(self, cls: EventClass, pipeline: EventRecoPipeline) -> None:
+    def __init__(self, cls: EventClass, pipeline: EventRecoPipeline, store: TuningStore) -> None:
         self.cls = cls
         self.pipeline = pipeline
+        self.store = store
         self.readout = cls.config().readout
-        clue_tuned = _read(CHECKPOINTS / "clue" / f"{cls.name}.json")
-        net_tuned = _read(CHECKPOINTS / "clustering" / "thresholds" / f"{cls.name}.json")
+        clue_tuned = read_json(store.clue(cls.name))
+        net_tuned = read_json(store.network(cls.name))
         self.clue_params = ClueParams(**clue_tuned["params"]) if clue_tuned else ClueParams()
         self.energy_scale = float(clue_tuned["energy_scale"]) if clue_tuned else 1.0
         self.thresholds = (
@@ -156,8 +155,8 @@ def pf_calibrations(
 ) -> dict[str, PFCalibration]:
     """The rule-based PF's calibration per clustering, fit on the class's validation events
     (read from checkpoints/pf/<class>.json when present for at least that many events)."""
-    path = PF_CALIBRATION_DIR / f"{runner.cls.name}.json"
-    stored = _read(path) or {}
+    path = runner.store.pf(runner.cls.name)
+    stored = read_json(path)
     missing = [s for s in sources if stored.get(s, {}).get("events", 0) < n_validation]
     if missing:
         log(f"fitting PF calibrations ({', '.join(missing)}) on {n_validation} validation events")
@@ -171,8 +170,7 @@ def pf_calibrations(
         for s in missing:
             calibration = fit_calibration(np.concatenate(pairs[s]))
             stored[s] = {"events": n_validation, **calibration.as_dict()}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(stored, indent=1) + "\n")
+        write_json(path, stored)
     return {
         s: PFCalibration(
             log_energy=tuple(stored[s]["log_energy"]),
@@ -189,6 +187,7 @@ def run_chains(
     n_events: int,
     n_validation: int,
     output: Path,
+    store: TuningStore | None = None,
     log: Callable[[str], Any] = print,
 ) -> dict[str, Any]:
     """Every chain on the class's test events; writes ``output`` (JSON) and returns it."""
@@ -197,7 +196,7 @@ def run_chains(
         source, _, pf = chain.partition("+")
         if source not in CLUSTERINGS or pf not in PFS:
             raise ValueError(f"unknown chain {chain!r}; known: {ALL_CHAINS}")
-    runner = ChainRunner(cls, EventRecoPipeline())
+    runner = ChainRunner(cls, EventRecoPipeline(), store or TuningStore())
     sources = list(dict.fromkeys(c.split("+")[0] for c in chains))
     rule_sources = [c.split("+")[0] for c in chains if c.endswith("+rule_pf")]
     calibrations = pf_calibrations(runner, rule_sources, n_validation, log)
@@ -240,10 +239,5 @@ def run_chains(
         **runner.provenance,
         "mlpf_checkpoint": runner.pipeline.info,
     }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=1) + "\n")
+    write_json(output, report)
     return report
-
-
-def _read(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.exists() else None

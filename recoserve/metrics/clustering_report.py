@@ -41,15 +41,13 @@ from recoserve.events.truth import LEGACY, RESOLVABLE, TruthDefinition, TruthObj
 from recoserve.inprocess import ClusteringPipeline
 from recoserve.metrics.showers import selection_score, summarize_tables, truth_table
 from recoserve.metrics.tuning import Axis, grid_search
+from recoserve.metrics.tuning_store import TuningStore, read_json, write_json
 from recoserve.plotting import save_figure
 from recoserve.postprocess.chain import CLUSTERING_OUTPUT_WIDTHS, cluster_events, run_batched
 from recoserve.postprocess.condensation import CondensationThresholds, condense
 from recoserve.sim.classes import EventClass, event_class
 from recoserve.sim.digitize import ReadoutConfig
 
-CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
-CLUE_TUNING_DIR = CHECKPOINTS / "clue"
-NETWORK_TUNING_DIR = CHECKPOINTS / "clustering" / "thresholds"
 BENCHMARK_JSON = "clustering_benchmark.json"
 
 CLUE_AXES = [
@@ -149,15 +147,14 @@ def tunings(
     pipeline: ClusteringPipeline,
     checkpoint: Path,
     n_validation: int,
+    store: TuningStore,
     log: Callable[[str], Any] = print,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(CLUE tuning, network tuning) of a class: read from checkpoints/ if current, else tuned
     on ``n_validation`` validation events and written there."""
-    clue_path = CLUE_TUNING_DIR / f"{cls.name}.json"
-    net_path = NETWORK_TUNING_DIR / f"{cls.name}.json"
+    clue_path, net_path = store.clue(cls.name), store.network(cls.name)
     sha = file_sha256(checkpoint)
-    clue = json.loads(clue_path.read_text()) if clue_path.exists() else {}
-    net = json.loads(net_path.read_text()) if net_path.exists() else {}
+    clue, net = read_json(clue_path), read_json(net_path)
     clue_done = clue.get("events", 0) >= n_validation
     net_done = net.get("checkpoint_sha256") == sha and net.get("events", 0) >= n_validation
     if clue_done and net_done:
@@ -168,17 +165,12 @@ def tunings(
     )
     if not clue_done:
         clue = {"class": cls.name, "events": n_validation, **tune_clue(prepared)}
-        _write_json(clue_path, clue)
+        write_json(clue_path, clue)
     if not net_done:
         net = {"class": cls.name, "checkpoint_sha256": sha, "events": n_validation}
         net.update(tune_network(prepared))
-        _write_json(net_path, net)
+        write_json(net_path, net)
     return clue, net
-
-
-def _write_json(path: Path, content: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(content, indent=1, default=_json_default) + "\n")
 
 
 def evaluate(
@@ -244,6 +236,7 @@ def run_class(
     checkpoint: Path,
     output_dir: Path,
     tuned_on: str = "jets",
+    store: TuningStore | None = None,
     log: Callable[[str], Any] = print,
 ) -> dict[str, Any]:
     """Tune (if needed) and evaluate one class or an events file; update the benchmark JSON."""
@@ -251,7 +244,9 @@ def run_class(
 
     pipeline = ClusteringPipeline(checkpoint)
     cls = event_class(name or tuned_on)
-    clue_tuned, network_tuned = tunings(cls, pipeline, checkpoint, n_validation, log)
+    clue_tuned, network_tuned = tunings(
+        cls, pipeline, checkpoint, n_validation, store or TuningStore(), log
+    )
     if input_file is not None:
         events = read_events(input_file)[:n_events]
         key, label = f"file:{input_file.name}", f"events file {input_file.name}"
@@ -263,7 +258,7 @@ def run_class(
     tables = block.pop("_tables")
     block["checkpoint_sha256"] = file_sha256(checkpoint)
     stem = f"clustering_{key.replace(':', '_')}"
-    _write_json(output_dir / f"{stem}.json", {"class": key, **block})
+    write_json(output_dir / f"{stem}.json", {"class": key, **block})
     combine(output_dir)
     _plots(tables, label, output_dir / f"{stem}.png")
     return block
@@ -277,14 +272,8 @@ def combine(output_dir: Path) -> dict[str, Any]:
             block = json.loads(path.read_text())
             classes[block.pop("class")] = block
     report = {"truth_definition": asdict(RESOLVABLE), "classes": classes}
-    _write_json(output_dir / BENCHMARK_JSON, report)
+    write_json(output_dir / BENCHMARK_JSON, report)
     return report
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(type(value))
 
 
 def _plots(tables: dict[str, list[dict[str, np.ndarray]]], label: str, output: Path) -> None:

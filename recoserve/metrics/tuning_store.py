@@ -1,0 +1,44 @@
+"""Where the validation-tuned parameters of a class live: CLUE's, the network's thresholds,
+the rule-based PF's calibrations (by default under ``checkpoints/``, committed with the
+weights they belong to; tests point it at a temporary folder)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
+
+
+@dataclass(frozen=True)
+class TuningStore:
+    root: Path = CHECKPOINTS
+
+    def clue(self, event_class: str) -> Path:
+        return self.root / "clue" / f"{event_class}.json"
+
+    def network(self, event_class: str) -> Path:
+        return self.root / "clustering" / "thresholds" / f"{event_class}.json"
+
+    def pf(self, event_class: str) -> Path:
+        return self.root / "pf" / f"{event_class}.json"
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """The JSON object at ``path``, or {} if there is none."""
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def write_json(path: Path, content: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(content, indent=1, default=_plain) + "\n")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
