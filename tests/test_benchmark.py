@@ -181,7 +181,9 @@ def test_dense_class_fills_one_endcap_and_gun_reaches_soft_energies() -> None:
 def test_clusters_from_an_assignment() -> None:
     event = shower_event([(50, 0, 30, 22, 0), (-90, 0, 40, 22, 0)])
     hits = event.hits.features()
-    clusters = clusters_from_assignment(hits, event.hits.truth_particle * 7, energy_scale=1.1)
+    energy = np.zeros(8)
+    energy[[0, 7]] = [33.0, 44.0]
+    clusters = clusters_from_assignment(hits, event.hits.truth_particle * 7, energy)
     assert len(clusters) == 2
     np.testing.assert_allclose(clusters.raw_energy, [30, 40], rtol=1e-5)
     np.testing.assert_allclose(clusters.energy, [33, 44], rtol=1e-5)
@@ -299,3 +301,22 @@ def test_the_docs_show_the_current_class_table() -> None:
 
     docs = (Path(__file__).resolve().parents[1] / "docs" / "benchmark.md").read_text()
     assert classes_markdown() in docs
+
+
+def test_clue_two_section_calibration_recovers_known_scales() -> None:
+    from recoserve.baselines.clue import ClueCalibration, fit_clue_calibration, section_energies
+
+    rng = np.random.default_rng(1)
+    true = rng.uniform(5, 200, 500)
+    share = rng.uniform(0, 1, 500)  # EM-like showers deposit in the CE-E, hadrons deeper
+    ee, he = true * share / 1.02, true * (1 - share) / 1.35
+    calibration = fit_clue_calibration(ee, he, true)
+    assert calibration.ee_scale == pytest.approx(1.02, rel=1e-6)
+    assert calibration.he_scale == pytest.approx(1.35, rel=1e-6)
+    # Section energies from hits: layers 0-25 are the CE-E.
+    energy = np.array([1.0, 2.0, 4.0, 8.0])
+    layer = np.array([3, 30, 10, 40])
+    cluster = np.array([0, 0, 1, -1])
+    ee2, he2 = section_energies(energy, layer, cluster, 2)
+    assert ee2.tolist() == [1.0, 4.0] and he2.tolist() == [2.0, 0.0]
+    assert ClueCalibration(2.0, 3.0).energies(energy, layer, cluster, 2).tolist() == [8.0, 8.0]

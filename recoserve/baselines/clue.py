@@ -29,7 +29,7 @@ from scipy.spatial import cKDTree
 
 from recoserve.events.model import Hits
 from recoserve.sim.digitize import ReadoutConfig
-from recoserve.sim.geometry import GEOMETRY, TILE, Z_FRONT, decode_cell_id
+from recoserve.sim.geometry import GEOMETRY, N_EE, TILE, Z_FRONT, decode_cell_id
 
 
 @dataclass(frozen=True)
@@ -208,3 +208,45 @@ def clue(
 ) -> ClueResult:
     """Layer clusters (2D CLUE) and showers (3D association) of one event."""
     return associate(layer_clusters(hits, params, readout), params)
+
+
+@dataclass(frozen=True)
+class ClueCalibration:
+    """E = ee_scale x (energy of the shower's CE-E hits) + he_scale x (its CE-H hits): the
+    classical two-section calibration of a non-compensating calorimeter (fit on validation
+    events by ``fit_clue_calibration``). The identity is the uncalibrated EM scale."""
+
+    ee_scale: float = 1.0
+    he_scale: float = 1.0
+
+    def energies(
+        self, hit_energy: np.ndarray, hit_layer: np.ndarray, hit_cluster: np.ndarray, k: int
+    ) -> np.ndarray:
+        """float64 [k]: calibrated energy of each cluster."""
+        ee, he = section_energies(hit_energy, hit_layer, hit_cluster, k)
+        return self.ee_scale * ee + self.he_scale * he
+
+
+def section_energies(
+    hit_energy: np.ndarray, hit_layer: np.ndarray, hit_cluster: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(CE-E energy, CE-H energy) of each of ``k`` clusters."""
+    ok = hit_cluster >= 0
+    in_ee = np.asarray(hit_layer)[ok] < N_EE
+    e = np.asarray(hit_energy, dtype=np.float64)[ok]
+    c = hit_cluster[ok]
+    return (
+        np.bincount(c[in_ee], weights=e[in_ee], minlength=k),
+        np.bincount(c[~in_ee], weights=e[~in_ee], minlength=k),
+    )
+
+
+def fit_clue_calibration(ee: np.ndarray, he: np.ndarray, true: np.ndarray) -> ClueCalibration:
+    """The (ee_scale, he_scale) minimising the squared relative error over matched showers."""
+    if len(true) < 2:
+        return ClueCalibration()
+    design = np.column_stack([ee / true, he / true])
+    (a, b), *_ = np.linalg.lstsq(design, np.ones(len(true)), rcond=None)
+    if not (np.isfinite(a) and np.isfinite(b) and a > 0 and b > 0):
+        return ClueCalibration()
+    return ClueCalibration(float(a), float(b))

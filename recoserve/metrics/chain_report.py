@@ -4,9 +4,9 @@ Chains are a clustering feeding a PF through the same element code
 (``recoserve.postprocess.elements``):
 
 - clusterings: ``network`` (the served GravNet + condensation, thresholds tuned on the class's
-  validation events), ``clue`` (CLUE with the class's tuned parameters and energy scale),
-  ``truth_assignment`` (ablation: the truth definition's hit assignment with reconstructed
-  energies: summed hit energies times CLUE's energy scale), ``perfect`` (ablation: one cluster
+  validation events), ``clue`` (CLUE with the class's tuned parameters and two-section energy
+  calibration), ``truth_assignment`` (ablation: the truth definition's hit assignment with
+  reconstructed energies: CLUE's calibration of its hits), ``perfect`` (ablation: one cluster
   per truth particle with its true energy, class and entry point);
 - PFs: ``mlpf`` (the served MLPF) and ``rule_pf`` (``recoserve.baselines.pf``, its energy
   calibrations fit per clustering on validation events by ``fit_calibration``).
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from recoserve.baselines.clue import ClueParams, clue
+from recoserve.baselines.clue import ClueCalibration, ClueParams, clue
 from recoserve.baselines.pf import (
     EM_CLUSTER,
     HADRONIC_CLUSTER,
@@ -62,7 +62,11 @@ class ChainRunner:
         clue_tuned = read_json(store.clue(cls.name))
         net_tuned = read_json(store.network(cls.name))
         self.clue_params = ClueParams(**clue_tuned["params"]) if clue_tuned else ClueParams()
-        self.energy_scale = float(clue_tuned["energy_scale"]) if clue_tuned else 1.0
+        self.calibration = (
+            ClueCalibration(**clue_tuned["energy_calibration"])
+            if "energy_calibration" in clue_tuned
+            else ClueCalibration()
+        )
         self.thresholds = (
             CondensationThresholds(**net_tuned["thresholds"])
             if net_tuned
@@ -72,7 +76,7 @@ class ChainRunner:
             "clue_tuned": bool(clue_tuned),
             "network_thresholds_tuned": bool(net_tuned),
             "clue_params": self.clue_params.__dict__,
-            "clue_energy_scale": self.energy_scale,
+            "clue_energy_calibration": self.calibration.__dict__,
             "network_thresholds": self.thresholds.__dict__,
         }
 
@@ -81,11 +85,13 @@ class ChainRunner:
         if source == "network":
             return cluster_events(self.pipeline.clustering.network, [hits], self.thresholds)[0]
         if source == "clue":
-            result = clue(event.hits, self.clue_params, self.readout)
-            return clusters_from_assignment(hits, result.hit_cluster, self.energy_scale)
-        if source == "truth_assignment":
+            assignment = clue(event.hits, self.clue_params, self.readout).hit_cluster
+        elif source == "truth_assignment":
             assignment = truth_objects(event).hit_object
-            return clusters_from_assignment(hits, assignment, self.energy_scale)
+        if source in ("clue", "truth_assignment"):
+            k = int(assignment.max(initial=-1)) + 1
+            energy = self.calibration.energies(event.hits.energy, event.hits.layer, assignment, k)
+            return clusters_from_assignment(hits, assignment, energy)
         if source == "perfect":
             return truth_clusters(event)
         raise ValueError(f"unknown clustering {source!r}; known: {CLUSTERINGS}")

@@ -4,7 +4,7 @@
 
 1. takes the class's *validation* events (``recoserve.sim.classes``), runs CLUE's 2D step and
    the network once per event, and tunes CLUE's 3D association (dc_3d, rho_c_3d; the grid
-   grows until the best point is inside it), CLUE's energy scale (median response 1) and the
+   grows until the best point is inside it), CLUE's two-section energy calibration and the
    network's condensation thresholds (t_beta, t_d), all to the same ``selection_score``. The
    tunings are written under ``checkpoints/`` and reused while the checkpoint is unchanged;
 2. runs both on the class's *test* events and reports, with the resolvable truth definition
@@ -35,10 +35,26 @@ import matplotlib.pyplot as plt
 import mplhep
 import numpy as np
 
-from recoserve.baselines.clue import ClueParams, LayerClusters, associate, layer_clusters
+from recoserve.baselines.clue import (
+    ClueCalibration,
+    ClueParams,
+    LayerClusters,
+    associate,
+    fit_clue_calibration,
+    layer_clusters,
+    section_energies,
+)
 from recoserve.events.model import Event
-from recoserve.events.truth import LEGACY, RESOLVABLE, TruthDefinition, TruthObjects, truth_objects
+from recoserve.events.truth import (
+    LEGACY,
+    MIP,
+    RESOLVABLE,
+    TruthDefinition,
+    TruthObjects,
+    truth_objects,
+)
 from recoserve.inprocess import ClusteringPipeline
+from recoserve.metrics.matching import match_showers
 from recoserve.metrics.showers import selection_score, summarize_tables, truth_table
 from recoserve.metrics.tuning import Axis, grid_search
 from recoserve.metrics.tuning_store import TuningStore, read_json, write_json
@@ -67,9 +83,10 @@ class PreparedEvent:
     """What tuning needs per validation event, computed once."""
 
     hit_energy: np.ndarray
+    hit_layer: np.ndarray
     truth: TruthObjects
     layer_clusters: LayerClusters
-    network_outputs: list[np.ndarray]
+    network_outputs: list[np.ndarray] | None  # None when only CLUE is tuned
 
 
 def _score_of(
@@ -88,15 +105,20 @@ def _condense(
 
 
 def prepare(
-    events: Sequence[Event], pipeline: ClusteringPipeline, readout: ReadoutConfig
+    events: Sequence[Event], pipeline: ClusteringPipeline | None, readout: ReadoutConfig
 ) -> list[PreparedEvent]:
     prepared = []
     for e in events:
         features = e.hits.features()
-        outputs = run_batched(pipeline.network, [features], CLUSTERING_OUTPUT_WIDTHS)[0]
+        outputs = (
+            run_batched(pipeline.network, [features], CLUSTERING_OUTPUT_WIDTHS)[0]
+            if pipeline is not None
+            else None
+        )
         prepared.append(
             PreparedEvent(
                 hit_energy=e.hits.energy.astype(np.float64),
+                hit_layer=e.hits.layer.astype(np.int64),
                 truth=truth_objects(e),
                 layer_clusters=layer_clusters(e.hits, ClueParams(), readout),
                 network_outputs=outputs,
@@ -106,7 +128,7 @@ def prepare(
 
 
 def tune_clue(prepared: Sequence[PreparedEvent]) -> dict[str, Any]:
-    """CLUE's 3D parameters (grid grown until the best is inside) and energy scale."""
+    """CLUE's 3D parameters (grid grown until the best is inside) and energy calibration."""
 
     def clue_run(params: ClueParams) -> Callable[[PreparedEvent], Clustering]:
         def run(e: PreparedEvent) -> Clustering:
@@ -119,9 +141,34 @@ def tune_clue(prepared: Sequence[PreparedEvent]) -> dict[str, Any]:
         lambda p: selection_score(_score_of(prepared, clue_run(_clue_params(p)))), CLUE_AXES
     )
     best = _clue_params(result.best)
-    response = _score_of(prepared, clue_run(best))["response_median"]
-    scale = 1.0 / response if np.isfinite(response) and response > 0 else 1.0
-    return {"params": asdict(best), "energy_scale": scale, "grid": result.as_dict()}
+    return {
+        "params": asdict(best),
+        "energy_calibration": asdict(calibrate_clue(prepared, best)),
+        "grid": result.as_dict(),
+    }
+
+
+def calibrate_clue(prepared: Sequence[PreparedEvent], params: ClueParams) -> ClueCalibration:
+    """CLUE's two-section energy calibration from its showers matched to true showers above
+    5 GeV (muons excluded) on validation events."""
+    ee_all, he_all, true_all = [], [], []
+    for e in prepared:
+        r = associate(e.layer_clusters, params)
+        k = len(r.cluster_energy)
+        ee, he = section_energies(e.hit_energy, e.hit_layer, r.hit_cluster, k)
+        m = match_showers(e.hit_energy, e.truth.hit_object, r.hit_cluster, np.arange(len(e.truth)))
+        ok = (m.truth_match >= 0) & (e.truth.energy > 5.0) & (e.truth.shower_class != MIP)
+        cluster = m.pred_ids[m.truth_match[ok]]
+        ee_all.append(ee[cluster])
+        he_all.append(he[cluster])
+        true_all.append(e.truth.energy[ok])
+    return fit_clue_calibration(
+        np.concatenate(ee_all), np.concatenate(he_all), np.concatenate(true_all)
+    )
+
+
+def clue_calibration(tuned: dict[str, Any]) -> ClueCalibration:
+    return ClueCalibration(**tuned["energy_calibration"])
 
 
 def _clue_params(point: dict[str, float]) -> ClueParams:
@@ -131,7 +178,7 @@ def _clue_params(point: dict[str, float]) -> ClueParams:
 def tune_network(prepared: Sequence[PreparedEvent]) -> dict[str, Any]:
     def score(p: dict[str, float]) -> float:
         t = CondensationThresholds(**p)
-        summary = _score_of(prepared, lambda e: _condense(e.network_outputs, e.hit_energy, t))
+        summary = _score_of(prepared, lambda e: _condense(_outputs(e), e.hit_energy, t))
         return selection_score(summary)
 
     result = grid_search(score, NETWORK_AXES)
@@ -140,6 +187,12 @@ def tune_network(prepared: Sequence[PreparedEvent]) -> dict[str, Any]:
 
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _outputs(e: PreparedEvent) -> list[np.ndarray]:
+    if e.network_outputs is None:
+        raise ValueError("the network's outputs were not prepared")
+    return e.network_outputs
 
 
 def tunings(
@@ -156,15 +209,23 @@ def tunings(
     sha = file_sha256(checkpoint)
     clue, net = read_json(clue_path), read_json(net_path)
     clue_done = clue.get("events", 0) >= n_validation
+    calibrated = "energy_calibration" in clue
     net_done = net.get("checkpoint_sha256") == sha and net.get("events", 0) >= n_validation
-    if clue_done and net_done:
+    if clue_done and calibrated and net_done:
         return clue, net
     log(f"tuning on {n_validation} validation events of class {cls.name!r}")
     prepared = prepare(
-        cls.events("validation", n_validation, cls.simulator()), pipeline, cls.config().readout
+        cls.events("validation", n_validation, cls.simulator()),
+        None if net_done else pipeline,
+        cls.config().readout,
     )
     if not clue_done:
         clue = {"class": cls.name, "events": n_validation, **tune_clue(prepared)}
+        write_json(clue_path, clue)
+    elif not calibrated:  # grid from an earlier run: add the energy calibration only
+        params = ClueParams(**clue["params"])
+        clue.pop("energy_scale", None)
+        clue["energy_calibration"] = asdict(calibrate_clue(prepared, params))
         write_json(clue_path, clue)
     if not net_done:
         net = {"class": cls.name, "checkpoint_sha256": sha, "events": n_validation}
@@ -183,7 +244,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Both algorithms on ``events`` with the given tunings: the benchmark block of a class."""
     params = ClueParams(**clue_tuned["params"])
-    scale = float(clue_tuned["energy_scale"])
+    calibration = clue_calibration(clue_tuned)
     thresholds = CondensationThresholds(**network_tuned["thresholds"])
     timing = {"network_s": 0.0, "clue_s": 0.0}
     runs: dict[str, list[Clustering]] = {"network": [], "clue": []}
@@ -197,14 +258,16 @@ def evaluate(
         timing["network_s"] += t1 - t0
         timing["clue_s"] += t2 - t1
         runs["network"].append((c.hit_cluster, c.energy))
-        runs["clue"].append((r.hit_cluster, r.cluster_energy * scale))
+        k = len(r.cluster_energy)
+        energy = calibration.energies(event.hits.energy, event.hits.layer, r.hit_cluster, k)
+        runs["clue"].append((r.hit_cluster, energy))
     block: dict[str, Any] = {
         "label": label,
         "events": len(events),
         "hits_per_event_mean": float(np.mean([len(e.hits) for e in events])) if events else 0.0,
         "seconds_per_event": {k: v / max(len(events), 1) for k, v in timing.items()},
         "clue_params": clue_tuned["params"],
-        "clue_energy_scale": scale,
+        "clue_energy_calibration": asdict(calibration),
         "network_thresholds": network_tuned["thresholds"],
     }
     tables: dict[str, list[dict[str, np.ndarray]]] = {}

@@ -2,8 +2,8 @@
 
 The network's clusters come out of condensation with regressed energies, positions, times and
 class probabilities. CLUE's showers and the truth ablation only assign hits; this module turns
-such an assignment into the same ``Clusters`` record (energy = summed hit energy times a
-calibration scale, position = energy-weighted hit centroid projected to the calorimeter face,
+such an assignment into the same ``Clusters`` record (energy = the caller's calibrated energy
+or the summed hit energy, position = energy-weighted hit centroid projected to the calorimeter face,
 time = energy-weighted mean of the timed hits, class probabilities uniform: no network said
 anything), so ``recoserve.postprocess.elements`` builds their elements with the same code.
 """
@@ -18,10 +18,11 @@ from recoserve.sim.geometry import Z_FRONT
 
 
 def clusters_from_assignment(
-    hits: np.ndarray, hit_cluster: np.ndarray, energy_scale: float = 1.0
+    hits: np.ndarray, hit_cluster: np.ndarray, energy: np.ndarray | None = None
 ) -> Clusters:
     """``Clusters`` of the assignment ``hit_cluster`` (int [N], -1 = none) of ``hits``
-    (float32 [N, 5]); cluster ids are renumbered densely in order of first appearance."""
+    (float32 [N, 5]), with ``energy`` per original cluster id (calibrated; default: the sum
+    of the hit energies). Cluster ids are renumbered densely in ascending order."""
     hits = np.asarray(hits, dtype=np.float64).reshape(-1, 5)
     assigned = np.asarray(hit_cluster, dtype=np.int64)
     ids, dense = np.unique(assigned[assigned >= 0], return_inverse=True)
@@ -45,7 +46,7 @@ def clusters_from_assignment(
     seed[idx[order]] = np.flatnonzero(member)[order]
     return Clusters(
         hit_cluster=hit_cluster,
-        energy=(raw * energy_scale).astype(np.float32),
+        energy=(raw if energy is None else np.asarray(energy)[ids]).astype(np.float32),
         raw_energy=raw.astype(np.float32),
         x=x.astype(np.float32),
         y=y.astype(np.float32),
