@@ -134,5 +134,18 @@ def test_evaluate_clustering_and_chain_tune_on_validation_then_report(tmp_path: 
     assert chain["clue_params"] == clue["params"]  # the classical chain uses the tuned CLUE
     calibrations = json.loads((tunings / "pf" / "jets.json").read_text())
     assert set(calibrations) == {"clue", "perfect"}  # fit per clustering feeding the rule PF
+    assert (results / "chain_jets.png").stat().st_size > 10_000
     bad = runner.invoke(app, ["evaluate", "chain", *common, "--chains", "clue+nothing"])
     assert bad.exit_code != 0 and "unknown chain" in bad.output
+
+    # Any events file, with the tunings of a class (here the ones just made).
+    events = tmp_path / "gen.parquet"
+    done = runner.invoke(app, ["simulate", "--class", "jets", "-n", "2", "--first-event", "50",
+                               "-o", str(events)])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    done = runner.invoke(app, ["evaluate", "clustering", *common[2:], "--input", str(events),
+                               "--tuned-on", "jets"])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    report = json.loads((results / "clustering_benchmark.json").read_text())
+    assert {"jets", "file:gen.parquet"} <= set(report["classes"])
+    assert report["classes"]["file:gen.parquet"]["events"] == 2

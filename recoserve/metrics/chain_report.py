@@ -43,6 +43,7 @@ from recoserve.metrics.pf import PFAccumulator
 from recoserve.metrics.pf_truth import pf_truth, truth_clusters
 from recoserve.metrics.tuning_store import TuningStore, read_json, write_json
 from recoserve.postprocess.assignment import clusters_from_assignment
+from recoserve.postprocess.candidates import NEUTRAL_HADRON
 from recoserve.postprocess.chain import cluster_events
 from recoserve.postprocess.condensation import Clusters, CondensationThresholds
 from recoserve.postprocess.elements import COLUMN, build_elements
@@ -246,4 +247,33 @@ def run_chains(
         "mlpf_checkpoint": runner.pipeline.info,
     }
     write_json(output, report)
+    plot_chains(accumulators, cls.description, output.with_suffix(".png"))
     return report
+
+
+def plot_chains(accumulators: dict[str, PFAccumulator], label: str, output: Path) -> None:
+    """Jet pt response and neutral-hadron energy response of every chain."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mplhep
+
+    from recoserve.plotting import save_figure
+
+    mplhep.style.use("CMS")
+    fig, (ax_jet, ax_neutral) = plt.subplots(1, 2, figsize=(22, 8))
+    bins = np.linspace(0.0, 2.0, 61)
+    for chain, acc in accumulators.items():
+        style = "--" if chain.startswith(("truth_assignment", "perfect")) else "-"
+        name = chain.replace("+", " → ")
+        ax_jet.hist(acc.jet_ratio, bins, histtype="step", lw=2, ls=style, label=name)
+        ax_neutral.hist(acc.energy_ratio[NEUTRAL_HADRON], bins, histtype="step", lw=2, ls=style,
+                        label=name)  # fmt: skip
+    ax_jet.set_xlabel(r"jet $p_T^{reco}/p_T^{true}$ (anti-$k_T$ 0.4, > 20 GeV)")
+    ax_neutral.set_xlabel(r"neutral hadron $E_{reco}/E_{true}$ (matched)")
+    for ax in (ax_jet, ax_neutral):
+        ax.set_ylabel("entries")
+        ax.legend(fontsize=13)
+    fig.suptitle(label, fontsize=20)
+    save_figure(fig, output, dpi=60)
