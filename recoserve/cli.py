@@ -446,7 +446,10 @@ def train_clustering_command(
         validate_every=validate_every,
         init_from=str(init_from) if init_from else None,
     )
-    metrics = train_clustering(config, data_dir, output, log=console.print)
+    try:
+        metrics = train_clustering(config, data_dir, output, log=console.print)
+    except ValueError as err:
+        raise _fail(str(err)) from None
     console.print(f"wrote {output} at step {metrics['steps']}")
 
 

@@ -69,3 +69,29 @@ def test_trained_model_finds_showers_on_fresh_events() -> None:
 def test_empty_event_gives_no_clusters() -> None:
     clusters = ClusteringPipeline().cluster(np.zeros((0, 5), np.float32))
     assert len(clusters) == 0 and len(clusters.hit_cluster) == 0
+
+
+def test_training_resumes_where_it_stopped(tmp_path: Path) -> None:
+    """Two short runs with the same output: the second continues the step count, the
+    optimiser state and the learning curve, and both leave a servable checkpoint."""
+    import torch
+
+    from recoserve.nn.gravnet import GravNetConfig
+    from recoserve.train.clustering import ClusteringTrainConfig, state_path, train_clustering
+
+    config = ClusteringTrainConfig(
+        classes=("jets",), train_events=2, validation_events=1, minutes=5.0, max_steps=3,
+        validate_every=3, workers=1, model=GravNetConfig(hidden=16, blocks=1),
+    )  # fmt: skip
+    output = tmp_path / "gravnet_oc.pt"
+    first = train_clustering(config, tmp_path / "data", output, log=lambda _: None)
+    assert first["steps"] == 3 and len(first["history"]) == 1
+    state = torch.load(state_path(output), weights_only=False)
+    assert state["progress"]["step"] == 3 and state["optimizer"]["state"]
+    longer = ClusteringTrainConfig(**{**config.__dict__, "max_steps": 6})
+    second = train_clustering(longer, tmp_path / "data", output, log=lambda _: None)
+    assert second["steps"] == 6 and len(second["history"]) == 2
+    assert [r["steps"] for r in second["runs"]] == [3, 3]
+    assert second["history"][0] == first["history"][0]  # the curve is continued, not restarted
+    _, thresholds, info = load_clustering(output)
+    assert info["steps"] == 6 and 0 < thresholds.t_beta < 1

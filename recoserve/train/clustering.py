@@ -38,7 +38,7 @@ from recoserve.nn.checkpoint import load_clustering, save_clustering
 from recoserve.nn.gravnet import GravNetConfig, GravNetOC
 from recoserve.nn.losses import ObjectTargets, OCWeights, object_condensation_loss
 from recoserve.postprocess.condensation import CondensationThresholds, condense
-from recoserve.sim.classes import EVENT_CLASSES
+from recoserve.sim.classes import EVENT_CLASSES, event_class
 from recoserve.train.loop import BestWeights, cosine_lr, optimise, update_running
 from recoserve.train.targets import event_targets
 
@@ -211,6 +211,8 @@ def train_clustering(
     """Train (resuming ``<output>.state.pt`` if present), tune and save; returns the metrics
     dictionary written next to the checkpoint."""
     device = torch.device(config.device)
+    for name in config.classes:
+        event_class(name)  # an unknown class fails here, with the known ones in the message
     t0 = time.perf_counter()
     train_items: list[Item] = []
     val_events: dict[str, list[Event]] = {}
