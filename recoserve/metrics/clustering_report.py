@@ -388,7 +388,7 @@ def _plots(tables: dict[str, list[dict[str, np.ndarray]]], label: str, output: P
          "local shower energy fraction (> 20 GeV)"),
         strict=True,
     ):  # fmt: skip
-        ax.set_xlabel(xlabel)
+        ax.set_xlabel(xlabel, fontsize=16)
         ax.set_ylabel("efficiency (IoU ≥ 0.5)")
         ax.set_ylim(0, 1.05)
         ax.legend(fontsize=16)
