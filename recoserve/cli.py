@@ -581,6 +581,9 @@ def export_repository_command(
 
 _CLASS_OPTION = typer.Option("--class", help="Event class: gun, dense, jets, jets_pu140.")
 TUNINGS = CHECKPOINTS
+_INPUT_OPTION = typer.Option(
+    "--input", help="Evaluate on an events file instead, with the tunings of --class."
+)
 _TUNINGS_OPTION = typer.Option(
     help="Where validation tunings are read, or written when missing or stale."
 )
@@ -663,16 +666,18 @@ def _evaluate_chains(
     output_dir: Path,
     level: str,
     tunings: Path,
+    input_file: Path | None,
 ) -> None:
     from recoserve.metrics.chain_report import run_chains
     from recoserve.metrics.tuning_store import TuningStore
 
     names = [c.strip() for c in chains.split(",") if c.strip()]
-    output = output_dir / f"{level}_{event_class}.json"
+    stem = f"file_{input_file.stem}" if input_file else event_class
+    output = output_dir / f"{level}_{stem}.json"
     try:
         report = run_chains(
             event_class, names, events, validation_events, output, TuningStore(tunings),
-            log=console.print,
+            log=console.print, input_file=input_file,
         )  # fmt: skip
     except (FileNotFoundError, ValueError) as err:
         raise _fail(str(err)) from None
@@ -714,10 +719,13 @@ def evaluate_pf_command(
         "docs/results/benchmark"
     ),
     tunings: Annotated[Path, _TUNINGS_OPTION] = TUNINGS,
+    input_file: Annotated[Path | None, _INPUT_OPTION] = None,
 ) -> None:
     """MLPF vs the rule-based PF on the network's clusters, and both on the truth ablations
     (truth hit assignment; perfect clusters), on one class's test events."""
-    _evaluate_chains(event_class, chains, events, validation_events, output_dir, "pf", tunings)
+    _evaluate_chains(
+        event_class, chains, events, validation_events, output_dir, "pf", tunings, input_file
+    )
 
 
 @evaluate_app.command("chain")
@@ -734,10 +742,13 @@ def evaluate_chain_command(
         "docs/results/benchmark"
     ),
     tunings: Annotated[Path, _TUNINGS_OPTION] = TUNINGS,
+    input_file: Annotated[Path | None, _INPUT_OPTION] = None,
 ) -> None:
     """The four chains (network or CLUE clusters x MLPF or rule-based PF) and the two truth
     ablations on one class's test events: per particle class, jets, missing pt, time."""
-    _evaluate_chains(event_class, chains, events, validation_events, output_dir, "chain", tunings)
+    _evaluate_chains(
+        event_class, chains, events, validation_events, output_dir, "chain", tunings, input_file
+    )
 
 
 @app.command()

@@ -149,3 +149,9 @@ def test_evaluate_clustering_and_chain_tune_on_validation_then_report(tmp_path: 
     report = json.loads((results / "clustering_benchmark.json").read_text())
     assert {"jets", "file:gen.parquet"} <= set(report["classes"])
     assert report["classes"]["file:gen.parquet"]["events"] == 2
+    done = runner.invoke(app, ["evaluate", "chain", *common, "--input", str(events),
+                               "--chains", "clue+rule_pf"])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    combined = json.loads((results / "chain_benchmark.json").read_text())
+    assert set(combined["classes"]) == {"jets", "file:gen.parquet"}
+    assert combined["classes"]["file:gen.parquet"]["tuned_on"] == "jets"

@@ -19,8 +19,9 @@ and seconds per event per chain (``recoserve.metrics.pf``), on the class's test 
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -196,8 +197,10 @@ def run_chains(
     output: Path,
     store: TuningStore | None = None,
     log: Callable[[str], Any] = print,
+    input_file: Path | None = None,
 ) -> dict[str, Any]:
-    """Every chain on the class's test events; writes ``output`` (JSON) and returns it."""
+    """Every chain on the class's test events (or the first ``n_events`` of ``input_file``,
+    with the class's tunings); writes ``output`` (JSON) and a figure, and returns the report."""
     cls = event_class(name)
     for chain in chains:
         source, _, pf = chain.partition("+")
@@ -209,10 +212,19 @@ def run_chains(
     calibrations = pf_calibrations(runner, rule_sources, n_validation, log)
     accumulators = {c: PFAccumulator() for c in chains}
     seconds = dict.fromkeys(chains, 0.0)
-    sim = cls.simulator()
-    log(f"running {len(chains)} chains on {n_events} test events of class {name!r}")
-    for i in range(n_events):
-        event = cls.event("test", i, sim)
+    if input_file is not None:
+        from recoserve.events.parquet import iter_events
+
+        events: Iterable[Event] = itertools.islice(iter_events(input_file), n_events)
+        key, label = f"file:{input_file.name}", f"events file {input_file.name}"
+    else:
+        sim = cls.simulator()
+        events = (cls.event("test", i, sim) for i in range(n_events))
+        key, label = name, cls.description
+    log(f"running {len(chains)} chains on {n_events} events: {label}")
+    n_done = 0
+    for event in events:
+        n_done += 1
         t = pf_truth(event)
         truth = {
             "class_id": t.class_id,
@@ -236,19 +248,34 @@ def run_chains(
                 seconds[chain] += cluster_seconds + time.perf_counter() - t1
                 accumulators[chain].add(truth, candidates)
     report = {
-        "class": name,
-        "description": cls.description,
-        "events": n_events,
-        "test_seed": cls.seeds.test,
+        "class": key,
+        "description": label,
+        "events": n_done,
+        "tuned_on": name,
+        "test_seed": None if input_file else cls.seeds.test,
         "chains": {c: accumulators[c].summary() for c in chains},
-        "seconds_per_event": {c: seconds[c] / max(n_events, 1) for c in chains},
+        "seconds_per_event": {c: seconds[c] / max(n_done, 1) for c in chains},
         "pf_calibrations": {s: c.as_dict() for s, c in calibrations.items()},
         **runner.provenance,
         "mlpf_checkpoint": runner.pipeline.info,
     }
     write_json(output, report)
-    plot_chains(accumulators, cls.description, output.with_suffix(".png"))
+    plot_chains(accumulators, label, output.with_suffix(".png"))
+    combine_chains(output.parent, output.name.split("_")[0])
     return report
+
+
+def combine_chains(output_dir: Path, level: str) -> dict[str, Any]:
+    """``<level>_benchmark.json``: every ``<level>_*.json`` report of ``output_dir``, one block
+    per class."""
+    blocks = {}
+    for path in sorted(output_dir.glob(f"{level}_*.json")):
+        if path.name != f"{level}_benchmark.json":
+            block = read_json(path)
+            blocks[block["class"]] = block
+    combined = {"level": level, "classes": blocks}
+    write_json(output_dir / f"{level}_benchmark.json", combined)
+    return combined
 
 
 def plot_chains(accumulators: dict[str, PFAccumulator], label: str, output: Path) -> None:
