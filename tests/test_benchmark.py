@@ -320,3 +320,18 @@ def test_clue_two_section_calibration_recovers_known_scales() -> None:
     ee2, he2 = section_energies(energy, layer, cluster, 2)
     assert ee2.tolist() == [1.0, 4.0] and he2.tolist() == [2.0, 0.0]
     assert ClueCalibration(2.0, 3.0).energies(energy, layer, cluster, 2).tolist() == [8.0, 8.0]
+
+
+def test_a_track_without_calorimeter_energy_is_a_muon_only_when_hard() -> None:
+    elements = np.stack(
+        [
+            element(TRACK, pt=10, energy=40, charge=1, x=0, y=90),  # nothing in the calorimeter
+            element(TRACK, pt=1, energy=3, charge=1, x=0, y=-90),  # too soft to tell
+            element(TRACK, pt=10, energy=40, charge=-1, x=90, y=0),  # showers: a hadron
+            element(CLUSTER, energy=35, raw_energy=35, x=90.5, y=0, **HADRON_SHAPE),
+        ]
+    )
+    by_element = {int(c["element"]): c for c in rule_based_pf(elements)}
+    assert by_element[0]["class_id"] == MUON
+    assert by_element[1]["class_id"] == CHARGED_HADRON
+    assert by_element[2]["class_id"] == CHARGED_HADRON

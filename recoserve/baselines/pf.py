@@ -14,9 +14,13 @@ probabilities: a cluster is identified by its shape alone.
 3. **Links and blocks**: a track links to *every* cluster of its endcap whose centre lies within
    ``link_distance`` + ``link_width_factor`` x cluster width of the track's impact point; the
    connected groups of tracks and clusters are blocks, each resolved alone.
-4. **In a block**: a track linked to a MIP-like cluster is a muon (the cluster is used); a
-   track that is the only one linked to an EM cluster, and that cluster its only link, with
-   0.7 < E/p < 1.4, is an electron (the cluster is used); every other track is a charged
+4. **In a block**: a track linked to a MIP-like cluster is a muon (the cluster is used), and so
+   is a track above ``muon_min_p`` whose linked calorimeter energy is compatible with a MIP
+   (below ``muon_max_calo_energy`` and ``muon_max_calo_fraction`` of p: a charged hadron would
+   shower; the simulated detector has no muon system, so calorimeter compatibility is what
+   identifies muons, as for CMS's calorimeter-compatible muons); a track linked to exactly one
+   EM cluster, itself linked to no other track, with 0.7 < E/p < 1.4, is an electron (the
+   cluster is used); every other track is a charged
    hadron (energy from p with the pion mass). **Charged-energy subtraction**: the calibrated
    energy of the block's remaining clusters minus the charged hadrons' momenta; an excess above
    ``excess_sigmas`` x ``hadron_stochastic`` x sqrt(sum p) (and ``min_neutral_energy``) is
@@ -88,6 +92,10 @@ class PFParams:
     mip_max_width: float = 2.0  # cm
     mip_max_energy_per_hit: float = 0.15  # GeV
     mip_min_depth: float = 40.0  # cm
+    # A track whose linked calorimeter energy is MIP-compatible is a muon (no muon system here).
+    muon_min_p: float = 5.0  # GeV
+    muon_max_calo_energy: float = 3.0  # GeV
+    muon_max_calo_fraction: float = 0.1  # of the track momentum
     calibration: PFCalibration = field(default_factory=PFCalibration)
 
 
@@ -194,10 +202,15 @@ def rule_based_pf(elements: np.ndarray, params: PFParams | None = None) -> np.nd
             links_t = [c for c in block_clusters if linked[t, c] and c not in used]
             mip = [c for c in links_t if kind[c] == MIP_CLUSTER]
             em = [c for c in links_t if kind[c] == EM_CLUSTER]
+            linked_energy = float(energy[links_t].sum()) if links_t else 0.0
             cls = CHARGED_HADRON
             if mip:
                 cls = MUON
                 used.add(mip[0])
+            elif p > params.muon_min_p and linked_energy < min(
+                params.muon_max_calo_energy, params.muon_max_calo_fraction * p
+            ):  # calorimeter-compatible with a MIP: a charged hadron would shower
+                cls = MUON
             elif (
                 len(em) == 1
                 and linked[em[0], block_tracks].sum() == 1
