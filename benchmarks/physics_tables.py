@@ -98,6 +98,36 @@ def chain_table(reports: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+SUMMARY_CHAINS = ("network+mlpf", "clue+rule_pf", "perfect+rule_pf")
+
+
+def chain_summary_table(reports: list[dict[str, Any]]) -> str:
+    """The served chain, the classical chain and the perfect-clustering bound, per class."""
+    lines = [
+        "| class | chain | ch. had. eff. | nu. had. σE/E | γ eff. | μ eff. | jet σpt/pt "
+        "| MET σ (GeV) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    names = {
+        "network+mlpf": "served: network → MLPF",
+        "clue+rule_pf": "classical: CLUE → rule-based PF",
+        "perfect+rule_pf": "bound: perfect clusters → rule-based PF",
+    }
+    for report in reports:
+        for chain in SUMMARY_CHAINS:
+            r = report["chains"].get(chain)
+            if r is None:
+                continue
+            c = r["classes"]
+            lines.append(
+                f"| {report['class']} | {names[chain]} | {_fmt(c['charged_hadron']['efficiency'])} "
+                f"| {_fmt(c['neutral_hadron']['energy_resolution'])} "
+                f"| {_fmt(c['photon']['efficiency'])} | {_fmt(c['muon']['efficiency'])} "
+                f"| {_fmt(r['jets']['pt_resolution'])} | {_fmt(r['met']['resolution_xy'], 2)} |"
+            )
+    return "\n".join(lines)
+
+
 def replace_marker(text: str, name: str, table: str) -> str:
     pattern = re.compile(rf"(<!-- physics:{name} -->\n).*?(<!-- /physics:{name} -->)", re.S)
     return pattern.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text)
@@ -116,6 +146,7 @@ def main() -> None:
         "clustering": clustering_table(clustering) if clustering else "",
         "distance": distance_table(clustering) if clustering else "",
         "chain": chain_table(chains) if chains else "",
+        "chain-summary": chain_summary_table(chains) if chains else "",
     }
     for doc in (ROOT / "README.md", ROOT / "docs" / "benchmark.md"):
         text = doc.read_text()
