@@ -236,6 +236,7 @@ def train_clustering(
     best = BestWeights()
     state: dict[str, Any] = {"step": 0, "minutes": 0.0, "history": [], "order": [], "runs": []}
     resume = state_path(output)
+    resume.parent.mkdir(parents=True, exist_ok=True)
     if resume.exists():
         saved = torch.load(resume, map_location="cpu", weights_only=False)
         model.load_state_dict(saved["model"])
