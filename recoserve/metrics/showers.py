@@ -162,7 +162,13 @@ def selection_score(summary: dict[str, Any]) -> float:
     )
     efficiencies = [soft_eff, summary["efficiency_5_20GeV"], summary["efficiency_above_20GeV"]]
     fakes = [summary["fake_rate_above_1GeV"], summary["fake_rate_above_10GeV"]]
-    return float(np.nanmean(efficiencies) - np.nanmean(fakes))
+    return _mean_of_known(efficiencies) - _mean_of_known(fakes)
+
+
+def _mean_of_known(values: list[float]) -> float:
+    """Mean of the non-NaN values, 0 if there are none (nothing to gain or lose there)."""
+    known = [v for v in values if not np.isnan(v)]
+    return float(np.mean(known)) if known else 0.0
 
 
 def _mean(values: np.ndarray) -> float:
