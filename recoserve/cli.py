@@ -705,19 +705,24 @@ def _evaluate_chains(
     console.print(f"written to {output}")
 
 
+# Options shared by `evaluate pf` and `evaluate chain`.
+_TestEvents = Annotated[int, typer.Option("--events", "-n", min=1, help="Test events.")]
+_CalibrationEvents = Annotated[
+    int, typer.Option(min=1, help="Validation events for the PF calibrations.")
+]
+_BenchmarkDir = Annotated[Path, typer.Option("-o", "--output-dir")]
+BENCHMARK_DIR = Path("docs/results/benchmark")
+
+
 @evaluate_app.command("pf")
 def evaluate_pf_command(
     event_class: Annotated[str, _CLASS_OPTION] = "jets",
     chains: Annotated[str, typer.Option(help="Comma-separated clustering+pf chains.")] = ",".join(
         PF_LEVEL_CHAINS
     ),
-    events: Annotated[int, typer.Option("--events", "-n", min=1, help="Test events.")] = 200,
-    validation_events: Annotated[
-        int, typer.Option(min=1, help="Validation events for the PF calibrations.")
-    ] = 100,
-    output_dir: Annotated[Path, typer.Option("-o", "--output-dir")] = Path(
-        "docs/results/benchmark"
-    ),
+    events: _TestEvents = 200,
+    validation_events: _CalibrationEvents = 100,
+    output_dir: _BenchmarkDir = BENCHMARK_DIR,
     tunings: Annotated[Path, _TUNINGS_OPTION] = TUNINGS,
     input_file: Annotated[Path | None, _INPUT_OPTION] = None,
 ) -> None:
@@ -734,13 +739,9 @@ def evaluate_chain_command(
     chains: Annotated[str, typer.Option(help="Comma-separated clustering+pf chains.")] = ",".join(
         ALL_CHAINS
     ),
-    events: Annotated[int, typer.Option("--events", "-n", min=1, help="Test events.")] = 200,
-    validation_events: Annotated[
-        int, typer.Option(min=1, help="Validation events for the PF calibrations.")
-    ] = 100,
-    output_dir: Annotated[Path, typer.Option("-o", "--output-dir")] = Path(
-        "docs/results/benchmark"
-    ),
+    events: _TestEvents = 200,
+    validation_events: _CalibrationEvents = 100,
+    output_dir: _BenchmarkDir = BENCHMARK_DIR,
     tunings: Annotated[Path, _TUNINGS_OPTION] = TUNINGS,
     input_file: Annotated[Path | None, _INPUT_OPTION] = None,
 ) -> None:
