@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tritonclient.utils import InferenceServerException
 
 from recoserve.client.results import ClusterResult, RecoResult, decode_result
 from recoserve.events.model import Event
@@ -273,12 +274,18 @@ class RecoClient:
                                 continue
                             tensors = {"HITS": hits, "TRACKS": tracks}
                         pending[index] = tensors
-                        server.client.async_stream_infer(
-                            "event_reco",
-                            self._inputs(tensors),
-                            outputs=self._outputs(RECO_OUTPUTS),
-                            request_id=str(index),
-                        )
+                        try:
+                            server.client.async_stream_infer(
+                                "event_reco",
+                                self._inputs(tensors),
+                                outputs=self._outputs(RECO_OUTPUTS),
+                                request_id=str(index),
+                            )
+                        except InferenceServerException:
+                            broken = True  # the stream died: the event stays pending, resent
+                            break
+                    if broken:
+                        break
                     if not pending:
                         return
                     try:
