@@ -428,6 +428,16 @@ def train_clustering_command(
     init_from: Annotated[
         Path | None, typer.Option(help="Start from these weights (a fresh optimiser).")
     ] = None,
+    batch: Annotated[
+        int, typer.Option(min=1, help="Endcaps per step (8 or more pays off on a GPU).")
+    ] = 1,
+    tune: Annotated[
+        bool,
+        typer.Option(
+            help="Tune thresholds at the end and log efficiency and fake rate on the learning "
+            "curve (CPU work; --no-tune on a GPU machine, then tune where it resumes)."
+        ),
+    ] = True,
 ) -> None:
     """Train GravNet + object condensation; resumes <output>.state.pt if it exists, and writes
     the best checkpoint with <checkpoint>.metrics.json (the learning curve)."""
@@ -445,6 +455,8 @@ def train_clustering_command(
         workers=workers,
         validate_every=validate_every,
         init_from=str(init_from) if init_from else None,
+        batch=batch,
+        tune=tune,
     )
     try:
         metrics = train_clustering(config, data_dir, output, log=console.print)

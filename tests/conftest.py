@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from recoserve.events.model import Event
@@ -37,3 +40,45 @@ def server(repository: Path) -> Iterator[TritonServer]:
     """The embedded Triton serving ``repository`` on free ports."""
     with start_triton(repository, log_path=repository.parent / "triton.log") as running:
         yield running
+
+
+# -- nothing left running ------------------------------------------------------------------------
+# Every server a test starts is stopped with it; Triton's Python-backend stubs ignore SIGTERM and
+# outlive a killed server unless its process group is ended. After the last test, any Triton
+# process (server or stub) started during this run fails the run.
+
+_SESSION_START = pytest.StashKey[float]()
+_OUR_PROCESSES = ("tritonserver", "triton_python_backend_stub", "envoy", "uvicorn")
+
+
+def _started_after_session(process: psutil.Process, start: float) -> bool:
+    try:
+        return process.create_time() >= start and any(
+            name in " ".join(process.cmdline()) for name in _OUR_PROCESSES
+        )
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_SESSION_START] = psutil.Process().create_time()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    start = session.config.stash.get(_SESSION_START, None)
+    if start is None:
+        return
+    deadline = time.monotonic() + 10.0  # a stopped process may take a moment to go
+    while True:
+        left = [
+            p
+            for p in psutil.process_iter()
+            if p.pid != os.getpid() and _started_after_session(p, start)
+        ]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if left:
+        names = ", ".join(f"{p.pid} {' '.join(p.cmdline())[:80]}" for p in left)
+        print(f"\nFAILED: the test run left processes running: {names}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

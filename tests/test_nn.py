@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +12,11 @@ import torch
 from recoserve.export.clustering import export_onnx
 from recoserve.export.network import max_abs_difference, run_onnx
 from recoserve.nn.gravnet import GravNetConfig, GravNetOC
-from recoserve.nn.knn import sort_order, windowed_knn
-from recoserve.nn.losses import object_condensation_loss
+from recoserve.nn.knn import sort_order, window_offsets, windowed_knn
+from recoserve.nn.losses import ObjectTargets, OCWeights, object_condensation_loss
 from recoserve.sim.particles import GunConfig
 from recoserve.sim.simulator import SimConfig, Simulator
+from recoserve.train.clustering import batch_loss
 from recoserve.train.targets import event_targets
 
 
@@ -34,7 +36,9 @@ def test_knn_is_exact_when_the_window_covers_the_event() -> None:
     coords = torch.randn(40, 4)
     hits = torch.randn(40, 5) * 50
     segment = torch.zeros(40, dtype=torch.int64)
-    index, d2, valid = windowed_knn(coords, segment, sort_order(hits, segment), k=8, window=48)
+    index, d2, valid = windowed_knn(
+        coords, segment, sort_order(hits, segment), k=8, offsets=window_offsets(48)
+    )
     all_d2 = ((coords.unsqueeze(1) - coords.unsqueeze(0)) ** 2).sum(-1)
     brute = all_d2.topk(8, largest=False)
     assert valid.all()
@@ -46,7 +50,9 @@ def test_knn_is_exact_when_the_window_covers_the_event() -> None:
 def test_knn_never_crosses_events_and_flags_missing_neighbours() -> None:
     hits = torch.randn(10, 5) * 50
     segment = torch.tensor([0] * 7 + [1] * 3)
-    index, d2, valid = windowed_knn(torch.randn(10, 4), segment, sort_order(hits, segment), 5, 48)
+    index, d2, valid = windowed_knn(
+        torch.randn(10, 4), segment, sort_order(hits, segment), 5, window_offsets(48)
+    )
     assert torch.all(segment[index][valid] == segment.unsqueeze(1).expand(10, 5)[valid])
     assert valid[7:].sum(1).tolist() == [3, 3, 3]  # the small event has only 3 hits
     assert torch.all(d2[~valid] >= 1e29)
@@ -108,3 +114,42 @@ def test_loss_of_a_noise_only_event() -> None:
     terms = object_condensation_loss(net(hits, torch.zeros(len(hits), dtype=torch.int64)), targets)
     assert torch.isfinite(terms["total"]) and float(terms["total"]) > 0
     terms["total"].backward()
+
+
+def test_a_batch_of_endcaps_has_the_mean_loss_of_its_endcaps() -> None:
+    torch.manual_seed(0)
+    net = GravNetOC(replace(GravNetConfig.current(), hidden=16, blocks=2)).eval()
+    sim = Simulator(SimConfig(gun=GunConfig(n_particles=4, energy_min=5, energy_max=60)))
+    items = [event_targets(sim.event(7, i)) for i in range(3)]
+    weights = OCWeights.current()
+    batched = batch_loss(net, items, weights)
+    alone = [batch_loss(net, [item], weights) for item in items]
+    for key, value in batched.items():
+        expected = sum(float(terms[key]) for terms in alone) / len(alone)
+        assert float(value) == pytest.approx(expected, rel=1e-4, abs=1e-6), key
+
+
+def test_per_object_potentials_weigh_a_small_shower_like_a_large_one() -> None:
+    """Two objects, one of 2 hits and one of 200, each with one misplaced hit: with the
+    per-object normalisation both misplacements cost the same; summed over hits the small
+    object's would be diluted by the large one's hit count."""
+    n = 202
+    object_id = torch.tensor([0, 0] + [1] * 200)
+    beta = torch.full((n,), 0.1)
+    beta[0], beta[2] = 0.9, 0.9
+    coords = torch.zeros(n, 3)
+    coords[2:, 0] = 5.0
+    coords[1, 1] = 1.0  # one member of the small object away from its condensation point
+    coords[3, 1] = 1.0  # one member of the large object away from its condensation point
+    targets = ObjectTargets(
+        object_id=object_id, energy=torch.tensor([30.0, 30.0]),
+        hit_energy=torch.tensor([30.0, 30.0]), energy_valid=torch.tensor([True, True]),
+        position=torch.zeros(2, 2), time=torch.zeros(2), label=torch.zeros(2, dtype=torch.int64),
+    )  # fmt: skip
+    outputs = (beta, coords, torch.ones(n), torch.zeros(n, 2), torch.zeros(n),
+               torch.zeros(n, 3))  # fmt: skip
+    per_object = object_condensation_loss(outputs, targets, OCWeights.current())["attractive"]
+    # by hand: each object's pull is q_hit * q_alpha * 1 / size, averaged over the 2 objects
+    q = float(torch.atanh(torch.tensor(0.1)) ** 2 + 0.1)
+    q_alpha = float(torch.atanh(torch.tensor(0.9)) ** 2 + 0.1)
+    assert float(per_object) == pytest.approx((q * q_alpha / 2 + q * q_alpha / 200) / 2, rel=1e-4)

@@ -56,7 +56,7 @@ from recoserve.events.truth import (
 from recoserve.inprocess import ClusteringPipeline
 from recoserve.metrics.matching import match_showers
 from recoserve.metrics.showers import selection_score, summarize_tables, truth_table
-from recoserve.metrics.tuning import Axis, grid_search
+from recoserve.metrics.tuning import CONDENSATION_AXES, Axis, grid_search
 from recoserve.metrics.tuning_store import TuningStore, read_json, write_json
 from recoserve.plotting import save_figure
 from recoserve.postprocess.chain import CLUSTERING_OUTPUT_WIDTHS, cluster_events, run_batched
@@ -69,10 +69,6 @@ BENCHMARK_JSON = "clustering_benchmark.json"
 CLUE_AXES = [
     Axis("dc_3d", (1.0, 2.0, 3.5, 6.0)),
     Axis("rho_c_3d", (0.05, 0.2, 0.8, 2.5)),
-]
-NETWORK_AXES = [
-    Axis("t_beta", (0.1, 0.2, 0.3, 0.5, 0.7), lower=0.01, upper=0.95),
-    Axis("t_d", (0.2, 0.35, 0.5, 0.8), lower=0.05),
 ]
 
 Clustering = tuple[np.ndarray, np.ndarray]  # (hit_cluster [N], cluster_energy [K])
@@ -181,7 +177,7 @@ def tune_network(prepared: Sequence[PreparedEvent]) -> dict[str, Any]:
         summary = _score_of(prepared, lambda e: _condense(_outputs(e), e.hit_energy, t))
         return selection_score(summary)
 
-    result = grid_search(score, NETWORK_AXES)
+    result = grid_search(score, CONDENSATION_AXES)
     return {"thresholds": result.best, "grid": result.as_dict()}
 
 

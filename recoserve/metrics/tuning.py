@@ -81,3 +81,12 @@ def grid_search(
         {**dict(zip(values, combo, strict=True)), "score": s} for combo, s in sorted(seen.items())
     ]
     return GridResult(best, seen[best_combo], points, interior)
+
+
+CONDENSATION_AXES = [
+    Axis("t_beta", (0.1, 0.2, 0.3, 0.5, 0.7), lower=0.01, upper=0.95),
+    # Up to 1.8: how far a shower's hits spread around its condensation point is learned, and
+    # differs between networks (a grid that stops at 0.8 can leave only "no clusters" best).
+    Axis("t_d", (0.2, 0.35, 0.5, 0.8, 1.2, 1.8), lower=0.05),
+]
+"""The grid of the object-condensation thresholds, wherever they are tuned."""

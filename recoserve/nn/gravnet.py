@@ -23,24 +23,52 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from recoserve.nn.knn import sort_order, windowed_knn
+from recoserve.nn.knn import (
+    dilated_offsets,
+    face_order,
+    sort_order,
+    window_offsets,
+    windowed_knn,
+)
+from recoserve.sim.geometry import HEX_AREA, N_EE, TILE_DETA, TILE_NPHI, Geometry
 
 N_CLASSES = 3
-N_INPUT_FEATURES = 9
+N_RAW_FEATURES = 9
+N_DETECTOR_FEATURES = N_RAW_FEATURES + 7
 
 
 @dataclass(frozen=True)
 class GravNetConfig:
+    """Architecture. The defaults are those of the first networks, so that their checkpoints
+    (whose configs predate ``inputs`` and ``candidates``) load unchanged; ``current()`` is what
+    training uses now."""
+
     hidden: int = 64
     blocks: int = 3
     space_dims: int = 4  # learned coordinates for the neighbour search
     propagate: int = 32  # features sent to neighbours
     k: int = 16
-    window: int = 48  # knn candidates per hit = 2 * window + 1 (neighbours in the sort order)
+    window: int = 48  # "window" candidates: +-window hits along the Morton order
     cluster_dims: int = 3
+    inputs: str = "raw"  # "raw": position, energy, time; "detector": + depth, cell, MIPs
+    candidates: str = "window"  # "window" (Morton order) or "dilated" (face order)
+    dense: int = 16  # "dilated" candidates: every hit within +-dense ...
+    reach: int = 256  # ... then every stride-th out to +-reach
+    stride: int = 8
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, int | str]:
         return asdict(self)
+
+    @staticmethod
+    def current() -> GravNetConfig:
+        return GravNetConfig(inputs="detector", candidates="dilated")
+
+    def offsets(self) -> Tensor:
+        if self.candidates == "window":
+            return window_offsets(self.window)
+        if self.candidates == "dilated":
+            return dilated_offsets(self.dense, self.reach, self.stride)
+        raise ValueError(f"unknown candidates {self.candidates!r}: window or dilated")
 
 
 def hit_features(hits: Tensor) -> Tensor:
@@ -67,13 +95,66 @@ def hit_features(hits: Tensor) -> Tensor:
     )
 
 
+class DetectorFeatures(nn.Module):
+    """What a physicist adds to (x, y, z, E, t): the layer's depth in X0 and lambda, the cell
+    type and log area, and the energy in MIPs of that layer. Layer constants come from the
+    detector geometry as non-persistent buffers (exported as constants, not in checkpoints)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        geometry = Geometry()
+        layers = geometry.layers
+        as_tensor = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
+        self.register_buffer("z_mid", as_tensor(0.5 * (layers.z[1:] + layers.z[:-1])), False)
+        self.register_buffer("depth_x0", as_tensor(geometry.depth_x0), False)
+        self.register_buffer("depth_lambda", as_tensor(geometry.depth_lambda), False)
+        self.register_buffer("mip", as_tensor(layers.mip), False)
+        self.register_buffer("fine_r_max", as_tensor(layers.fine_r_max), False)
+        self.register_buffer("silicon_r_max", as_tensor(layers.silicon_r_max), False)
+        self.n_ee = N_EE
+        self.fine_area = HEX_AREA[0]
+        self.coarse_area = HEX_AREA[1]
+        self.tile_dphi_deta = 2.0 * 3.141592653589793 / TILE_NPHI * TILE_DETA
+
+    def forward(self, hits: Tensor) -> Tensor:
+        x, y, z, e = hits[:, 0], hits[:, 1], hits[:, 2], hits[:, 3]
+        abs_z = z.abs()
+        layer = (abs_z.unsqueeze(1) > self.z_mid.unsqueeze(0)).to(torch.int64).sum(1)
+        rho = torch.sqrt(x * x + y * y)
+        ee = layer < self.n_ee
+        fine = ee & (rho < self.fine_r_max.index_select(0, layer))
+        tile = (~ee) & (rho >= self.silicon_r_max.index_select(0, layer))
+        coarse = ~(fine | tile)
+        # A tile spans d_phi x d_eta: area = rho d_phi * rho coth(eta) d_eta
+        tile_area = rho * torch.sqrt(rho * rho + abs_z * abs_z) / abs_z * rho
+        tile_area = tile_area * self.tile_dphi_deta
+        area = torch.where(
+            fine,
+            torch.full_like(rho, self.fine_area),
+            torch.where(tile, tile_area, torch.full_like(rho, self.coarse_area)),
+        )
+        mips = torch.clamp(e, min=1e-5) / self.mip.index_select(0, layer)
+        return torch.stack(
+            [
+                self.depth_x0.index_select(0, layer) / 50.0,
+                self.depth_lambda.index_select(0, layer) / 5.0,
+                fine.to(hits.dtype),
+                coarse.to(hits.dtype),
+                tile.to(hits.dtype),
+                torch.log(torch.clamp(area, min=0.1)) / 2.0,
+                torch.log(mips) / 3.0,
+            ],
+            dim=1,
+        )
+
+
 class GravNetBlock(nn.Module):
     """Dense -> learned space + propagated features -> kNN aggregation (mean, max) -> dense."""
 
     def __init__(self, n_in: int, config: GravNetConfig) -> None:
         super().__init__()
         self.k = config.k
-        self.window = config.window
+        self.register_buffer("offsets", config.offsets(), False)
         self.pre = nn.Sequential(nn.Linear(n_in, config.hidden), nn.ELU())
         self.space = nn.Linear(config.hidden, config.space_dims)
         self.propagate = nn.Linear(config.hidden, config.propagate)
@@ -93,7 +174,7 @@ class GravNetBlock(nn.Module):
         # to zero weight as it reaches the edge of the neighbourhood. The aggregation is then a
         # continuous function of the learned coordinates: two candidates at (almost) the same
         # distance at the edge, which 1e-7 differences between backends may swap, both weigh ~0.
-        index, d2, valid = windowed_knn(coords, segment, order, self.k + 1, self.window)
+        index, d2, valid = windowed_knn(coords, segment, order, self.k + 1, self.offsets)
         edge = torch.exp(-10.0 * d2[:, self.k :])
         weight = (torch.exp(-10.0 * d2[:, : self.k]) - edge).clamp(min=0.0)
         weight = weight * valid[:, : self.k].to(d2.dtype)
@@ -114,7 +195,14 @@ class GravNetOC(nn.Module):
         super().__init__()
         self.config = config or GravNetConfig()
         cfg = self.config
-        self.inputs = nn.Sequential(nn.Linear(N_INPUT_FEATURES, cfg.hidden), nn.ELU())
+        if cfg.inputs not in ("raw", "detector"):
+            raise ValueError(f"unknown inputs {cfg.inputs!r}: raw or detector")
+        self.detector = cfg.inputs == "detector"
+        self.face_order = cfg.candidates == "dilated"
+        cfg.offsets()  # an unknown kind of candidates fails here
+        self.detector_features = DetectorFeatures()
+        n_features = N_DETECTOR_FEATURES if self.detector else N_RAW_FEATURES
+        self.inputs = nn.Sequential(nn.Linear(n_features, cfg.hidden), nn.ELU())
         self.blocks = nn.ModuleList([GravNetBlock(cfg.hidden, cfg) for _ in range(cfg.blocks)])
         self.trunk = nn.Sequential(
             nn.Linear(cfg.hidden * cfg.blocks, 128),
@@ -133,7 +221,9 @@ class GravNetOC(nn.Module):
         self, hits: Tensor, segment: Tensor
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
         features = hit_features(hits)
-        order = sort_order(hits, segment)
+        if self.detector:
+            features = torch.cat([features, self.detector_features(hits)], dim=1)
+        order = face_order(hits, segment) if self.face_order else sort_order(hits, segment)
         h = self.inputs(features)
         outputs: list[Tensor] = []
         for block in self.blocks:

@@ -1,10 +1,17 @@
 """Scalable k-nearest-neighbour search in ordinary TorchScript / ONNX operations.
 
-No N x N matrix. Once per event, hits are sorted along a Z-order (Morton) space-filling curve of
-their *input* position, in projective coordinates (x, y scaled to the calorimeter face, and z),
-so that the hits of one shower, which fans out from the vertex, sit close together in the order.
-In every GravNet block each hit picks its ``k`` nearest neighbours *in the learned space* among
-the ``window`` hits before and after it in that order. Cost and memory are O(N * window).
+No N x N matrix. Once per event, hits are sorted by their *input* position, and in every GravNet
+block each hit picks its ``k`` nearest neighbours *in the learned space* among a fixed set of
+candidates: the hits at given offsets before and after it in that order. Cost and memory are
+O(N * candidates). Two orders exist:
+
+- ``sort_order`` (the first networks): a Z-order (Morton) curve of (x, y at the face, z). A
+  shower, long in z and narrow across, falls into about a dozen disjoint stretches of it.
+- ``face_order``: a 2-D Morton curve of the position projected to the calorimeter face (1 cm
+  cells), then depth. All layers of a shower's core are contiguous. With ``dilated_offsets``
+  (every hit within +-16, then every 8th out to +-256) the candidates reach about 90 % of a
+  large shower's energy after three blocks, against 42 % for +-48 on the Morton order, at
+  fewer candidates (93 vs 97); ``benchmarks/receptive_field.py`` measures it.
 
 The order depends only on the raw inputs, computed with exact elementwise arithmetic, so the
 candidates are bit-for-bit the same in eager PyTorch, TorchScript and ONNX Runtime (a key
@@ -54,31 +61,64 @@ def sort_order(hits: Tensor, segment: Tensor) -> Tensor:
     return torch.argsort(key)
 
 
+def face_order(hits: Tensor, segment: Tensor) -> Tensor:
+    """Permutation sorting hits by (segment, endcap, 2-D Morton code of the face-projected
+    position in 1 cm cells, |z| in 1 cm steps, row): a unique key, the same in every backend.
+    Bits: segment 13, endcap 1, Morton 18, depth 8, row 20 (60 in all)."""
+    abs_z = torch.clamp(hits[:, 2].abs(), min=1.0)
+    scale_to_face = 320.0 / abs_z
+    qx = torch.clamp(hits[:, 0] * scale_to_face + 170.0, 0.0, 511.0).to(torch.int64)
+    qy = torch.clamp(hits[:, 1] * scale_to_face + 170.0, 0.0, 511.0).to(torch.int64)
+    qz = torch.clamp(abs_z - 300.0, 0.0, 255.0).to(torch.int64)
+    side = (hits[:, 2] < 0.0).to(torch.int64)
+    code = torch.zeros_like(qx)
+    for bit in range(9):
+        code = code + (torch.div(qx, 1 << bit, rounding_mode="floor") % 2) * (1 << (2 * bit))
+        code = code + (torch.div(qy, 1 << bit, rounding_mode="floor") % 2) * (1 << (2 * bit + 1))
+    row = torch.arange(qx.shape[0], dtype=torch.int64, device=hits.device)
+    key = (((segment * 2 + side) * (1 << 18) + code) * (1 << 8) + qz) * (1 << 20) + row
+    return torch.argsort(key)
+
+
+def window_offsets(window: int) -> Tensor:
+    """Every position within +-window: the candidates of ``sort_order`` networks."""
+    return torch.arange(-window, window + 1, dtype=torch.int64)
+
+
+def dilated_offsets(dense: int, reach: int, stride: int) -> Tensor:
+    """Every position within +-dense, then every ``stride``-th out to +-reach."""
+    near = torch.arange(-dense, dense + 1, dtype=torch.int64)
+    far = torch.arange(stride * (dense // stride + 1), reach + 1, stride, dtype=torch.int64)
+    return torch.cat([-far.flip(0), near, far])
+
+
 def windowed_knn(
-    coords: Tensor, segment: Tensor, order: Tensor, k: int, window: int
+    coords: Tensor, segment: Tensor, order: Tensor, k: int, offsets: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Approximate k nearest neighbours (self included) of every row of ``coords`` [N, D].
 
-    ``order`` comes from ``sort_order``; the candidates of a hit are the ``window`` hits before
-    and after it in that order (same segment only). Returns (index [N, k] int64, squared
-    distance [N, k], valid [N, k] bool); invalid slots (tiny events) have index 0, distance FAR.
-    A sliding window (rather than fixed blocks) makes the candidates of an event's hits the
-    same whether the event is processed alone or inside a batch.
+    ``order`` comes from ``sort_order`` or ``face_order``; the candidates of a hit are the hits
+    at ``offsets`` (int64 [M], 0 included) from it in that order, same segment only. Returns
+    (index [N, k] int64, squared distance [N, k], valid [N, k] bool); invalid slots (tiny
+    events) have index 0, distance FAR. Offsets relative to each hit (rather than fixed
+    blocks) make the candidates of an event's hits the same whether the event is processed
+    alone or inside a batch.
     """
     n = coords.shape[0]
     d = coords.shape[1]
+    m = offsets.shape[0]
     selection = coords.detach()  # select without gradients; chosen distances are redone below
     srt = selection.index_select(0, order)
     seg = segment.index_select(0, order)
-    offsets = torch.arange(-window, window + 1, device=coords.device)
+    offsets = offsets.to(coords.device)
     cand_pos = torch.arange(n, device=coords.device).unsqueeze(1) + offsets.unsqueeze(0)
     in_range = (cand_pos >= 0) & (cand_pos < n)
     clamped = torch.where(in_range, cand_pos, torch.zeros_like(cand_pos))
     flat = clamped.reshape(-1)
-    cand = srt.index_select(0, flat).reshape(n, 2 * window + 1, d)
+    cand = srt.index_select(0, flat).reshape(n, m, d)
     delta = srt.unsqueeze(1) - cand
     d2 = (delta * delta).sum(-1)
-    ok = in_range & (seg.index_select(0, flat).reshape(n, 2 * window + 1) == seg.unsqueeze(1))
+    ok = in_range & (seg.index_select(0, flat).reshape(n, m) == seg.unsqueeze(1))
     d2 = torch.where(ok, d2, torch.full_like(d2, 1.0e30))  # FAR
     _, slot = torch.topk(d2, k, dim=1, largest=False, sorted=True)
     pos = torch.gather(clamped, 1, slot)

@@ -20,12 +20,26 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class OCWeights:
+    """Loss weights and normalisation. The defaults are those of the first networks (potentials
+    summed over hits and divided by the number of hits, so that large showers dominate);
+    ``current()`` is what training uses now."""
+
     q_min: float = 0.1
     noise_beta: float = 1.0
     energy: float = 1.0
     position: float = 0.5
     time: float = 0.2
     classification: float = 0.5
+    per_object: bool = False  # potentials averaged within each object, then over objects
+    repulsion: float = 1.0  # weight of the repulsive potential
+    beta_energy_scale: float = 0.0  # > 0: beta term of an object weighted sqrt(E / scale) ...
+    beta_energy_floor: float = 1.0  # ... clipped to [floor, 1]
+
+    @staticmethod
+    def current() -> OCWeights:
+        return OCWeights(
+            per_object=True, repulsion=2.0, beta_energy_scale=20.0, beta_energy_floor=0.3
+        )
 
 
 @dataclass
@@ -82,15 +96,28 @@ def object_condensation_loss(
         + (x_alpha * x_alpha).sum(1).unsqueeze(0)
         - 2.0 * ccoords @ x_alpha.T
     ).clamp(min=0.0)  # [N, K], without an [N, K, C] tensor
-    n = float(beta.shape[0])
-    attractive = (q.unsqueeze(1) * member * d2 * q_alpha.unsqueeze(0)).sum() / n
     distance = torch.sqrt(d2 + 1e-6)
-    repulsive = (
-        q.unsqueeze(1) * (1 - member) * F.relu(1.0 - distance) * q_alpha.unsqueeze(0)
-    ).sum() / n
+    pull = q.unsqueeze(1) * member * d2 * q_alpha.unsqueeze(0)  # [N, K]
+    push = q.unsqueeze(1) * (1 - member) * F.relu(1.0 - distance) * q_alpha.unsqueeze(0)
+    if w.per_object:
+        # Every object counts the same, whatever its number of hits: a soft shower next to a
+        # hard one is pushed out of the hard one's ball as strongly as the hard one is held.
+        size = member.sum(0).clamp(min=1.0)
+        attractive = (pull.sum(0) / size).mean()
+        repulsive = (push.sum(0) / size).mean()
+    else:
+        n = float(beta.shape[0])
+        attractive = pull.sum() / n
+        repulsive = push.sum() / n
+    repulsive = w.repulsion * repulsive
     # -log(beta_alpha) rather than 1 - beta_alpha: its gradient does not vanish when the sigmoid
     # saturates near 0, which otherwise lets training collapse to beta = 0 everywhere.
-    beta_term = -torch.log(beta[alpha] + 1e-6).mean()
+    per_object_beta = -torch.log(beta[alpha] + 1e-6)
+    if w.beta_energy_scale > 0:
+        weight = torch.sqrt(targets.energy / w.beta_energy_scale).clamp(w.beta_energy_floor, 1.0)
+        beta_term = (weight * per_object_beta).sum() / weight.sum()
+    else:
+        beta_term = per_object_beta.mean()
     # Properties, weighted per hit by arctanh(beta)^2 within each object.
     obj = object_id.clamp(min=0)
     xi = arctanh2 * (~noise).to(beta.dtype)

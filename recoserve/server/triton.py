@@ -157,8 +157,14 @@ class TritonServer:
         self.log_path = log
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "wb") as sink:
+            # Its own process group: the Python-backend stubs it forks join it, so ``stop`` can
+            # end them too (they ignore SIGTERM and outlive a crashed Triton otherwise).
             self.process = subprocess.Popen(
-                command, stdout=sink, stderr=subprocess.STDOUT, env=triton_environment()
+                command,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                env=triton_environment(),
+                start_new_session=True,
             )
 
     def is_ready(self) -> bool:
@@ -190,14 +196,19 @@ class TritonServer:
         raise TritonError(f"Triton not ready after {timeout:.0f} s; log:\n{self.log_tail()}")
 
     def stop(self, timeout: float = 30.0) -> None:
-        if self.process is None or self.process.poll() is not None:
+        """Graceful stop (SIGINT, then SIGKILL after ``timeout``); then whatever is left of
+        Triton's process group (stubs of a crashed or stopped server) is killed."""
+        if self.process is None:
             return
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
 
 
 @contextlib.contextmanager

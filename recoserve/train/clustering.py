@@ -25,7 +25,7 @@ import random
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +59,10 @@ class ClusteringTrainConfig:
     device: str = "cpu"
     workers: int = 2  # processes simulating the data
     init_from: str | None = None  # start from these weights (no optimiser state)
-    model: GravNetConfig = field(default_factory=GravNetConfig)
-    weights: OCWeights = field(default_factory=OCWeights)
+    batch: int = 1  # endcaps per step (one forward over segments): 8 or more pays off on a GPU
+    tune: bool = True  # tune thresholds and log physics metrics (CPU work: off on a GPU box)
+    model: GravNetConfig = field(default_factory=GravNetConfig.current)
+    weights: OCWeights = field(default_factory=OCWeights.current)
 
 
 def endcap_crop(event: Event, side: int) -> Event:
@@ -117,6 +119,30 @@ def _to(item: Item, device: torch.device) -> Item:
     if device.type == "cpu":
         return item
     return hits.to(device), ObjectTargets(**{k: v.to(device) for k, v in t.__dict__.items()})
+
+
+def batch_loss(model: GravNetOC, batch: list[Item], weights: OCWeights) -> dict[str, torch.Tensor]:
+    """Mean loss terms of several endcaps, run as one forward pass over segments (the
+    network never mixes segments, so this equals one pass per endcap)."""
+    if len(batch) == 1:
+        hits, targets = batch[0]
+        segment = torch.zeros(len(hits), dtype=torch.int64, device=hits.device)
+        return object_condensation_loss(model(hits, segment), targets, weights)
+    sizes = [len(hits) for hits, _ in batch]
+    segment = torch.cat(
+        [
+            torch.full((n,), i, dtype=torch.int64, device=batch[0][0].device)
+            for i, n in enumerate(sizes)
+        ]
+    )
+    outputs = model(torch.cat([hits for hits, _ in batch]), segment)
+    parts = zip(*(o.split(sizes) for o in outputs), strict=True)
+    total: dict[str, torch.Tensor] = {}
+    for out, (_, targets) in zip(parts, batch, strict=True):
+        terms = object_condensation_loss(out, targets, weights)
+        for key, value in terms.items():
+            total[key] = total.get(key, 0.0) + value / len(batch)
+    return total
 
 
 def validation_loss(
@@ -182,7 +208,7 @@ def tune_thresholds(
     """(t_beta, t_d) maximising ``selection_score`` on validation events (the grid grows until
     its best point is inside)."""
     from recoserve.metrics.showers import selection_score, summarize_clustering
-    from recoserve.metrics.tuning import Axis, grid_search
+    from recoserve.metrics.tuning import CONDENSATION_AXES, grid_search
 
     outputs = [(event, predict(model, event, device)) for event in events]
 
@@ -191,13 +217,7 @@ def tune_thresholds(
         summary = summarize_clustering([(e, c.hit_cluster, c.energy) for e, c in clustered])
         return selection_score(summary)
 
-    result = grid_search(
-        score,
-        [
-            Axis("t_beta", (0.1, 0.2, 0.3, 0.5, 0.7), lower=0.01, upper=0.95),
-            Axis("t_d", (0.2, 0.35, 0.5, 0.8), lower=0.05),
-        ],
-    )
+    result = grid_search(score, CONDENSATION_AXES)
     return CondensationThresholds(result.best["t_beta"], result.best["t_d"]), result.points
 
 
@@ -228,17 +248,21 @@ def train_clustering(
         f"of {', '.join(config.classes)} ({time.perf_counter() - t0:.0f} s)"
     )
 
-    model = GravNetOC(config.model)
+    resume = state_path(output)
+    resume.parent.mkdir(parents=True, exist_ok=True)
+    saved = torch.load(resume, map_location="cpu", weights_only=False) if resume.exists() else None
+    # A resumed run keeps the architecture and loss it was started with.
+    architecture = GravNetConfig(**saved["config"]["model"]) if saved else config.model
+    weights = OCWeights(**saved["config"]["weights"]) if saved else config.weights
+    config = replace(config, model=architecture, weights=weights)
+    model = GravNetOC(architecture)
     if config.init_from:
         model, _, _ = load_clustering(config.init_from)
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-5)
     best = BestWeights()
     state: dict[str, Any] = {"step": 0, "minutes": 0.0, "history": [], "order": [], "runs": []}
-    resume = state_path(output)
-    resume.parent.mkdir(parents=True, exist_ok=True)
-    if resume.exists():
-        saved = torch.load(resume, map_location="cpu", weights_only=False)
+    if saved:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         _optimizer_to(optimizer, device)
@@ -246,6 +270,13 @@ def train_clustering(
         random.setstate(saved["python_random"])
         torch.set_rng_state(saved["torch_random"])
         state = saved["progress"]
+        before = saved["config"]
+        if (before["train_events"], tuple(before["classes"])) != (
+            config.train_events,
+            tuple(config.classes),
+        ):
+            state["order"] = []  # other training data: the saved event order means nothing
+            log("training data differ from the saved run's: a new epoch order")
         log(f"resumed from {resume}: step {state['step']}, {state['minutes']:.1f} min trained")
     else:
         torch.manual_seed(config.seed)
@@ -273,20 +304,21 @@ def train_clustering(
     running: dict[str, float] = {}
     steps_this_run = 0
     while state["step"] < config.max_steps and time.perf_counter() - start < budget:
-        if not state["order"]:
-            state["order"] = list(range(len(train_items)))
-            random.shuffle(state["order"])
-        hits, targets = _to(train_items[state["order"].pop()], device)
+        batch = []
+        for _ in range(config.batch):
+            if not state["order"]:
+                state["order"] = list(range(len(train_items)))
+                random.shuffle(state["order"])
+            batch.append(_to(train_items[state["order"].pop()], device))
         lr = cosine_lr(config.learning_rate, state["step"] / config.max_steps, 0.05)
-        out = model(hits, torch.zeros(len(hits), dtype=torch.int64, device=device))
-        terms = object_condensation_loss(out, targets, config.weights)
+        terms = batch_loss(model, batch, weights)
         optimise(model, optimizer, terms["total"], lr)
         state["step"] += 1
         steps_this_run += 1
         state["minutes"] = minutes_before + (time.perf_counter() - start) / 60
         update_running(running, terms)
         if state["step"] % config.validate_every == 0:
-            val = validation_loss(model, val_items, config.weights, device)
+            val = validation_loss(model, val_items, weights, device)
             record = {
                 "step": state["step"],
                 "minutes": state["minutes"],
@@ -294,7 +326,7 @@ def train_clustering(
                 "lr": lr,
                 "validation_loss": val,
                 **{f"train_{k}": v for k, v in running.items()},
-                **validation_metrics(model, val_events, device),
+                **(validation_metrics(model, val_events, device) if config.tune else {}),
             }
             state["history"].append(record)
             log(
@@ -306,7 +338,7 @@ def train_clustering(
         if time.perf_counter() - last_save > config.save_every_minutes * 60:
             save_state()
             last_save = time.perf_counter()
-    best.offer(validation_loss(model, val_items, config.weights, device), model)
+    best.offer(validation_loss(model, val_items, weights, device), model)
     state["runs"].append(
         {
             "device": config.device,
@@ -320,7 +352,9 @@ def train_clustering(
     served.load_state_dict({k: v.cpu() for k, v in best.state.items()})
     served.eval()
     all_val = [e for evs in val_events.values() for e in evs]
-    thresholds, grid = tune_thresholds(served, all_val)
+    thresholds, grid = CondensationThresholds(), []
+    if config.tune:
+        thresholds, grid = tune_thresholds(served, all_val)
     log(f"thresholds: t_beta={thresholds.t_beta} t_d={thresholds.t_d}")
     metrics = {
         "steps": state["step"],
