@@ -1,5 +1,7 @@
-"""The clustering network's learning curve: validation loss and, per event class, efficiency and
-fake rate vs training minutes, from the resumable training state (or its metrics JSON).
+"""The clustering network's learning curves: validation loss and, per event class, efficiency and
+fake rate vs endcaps seen, for the first design's run and the current one, from the resumable
+training state (or its metrics JSON). Endcaps seen, not minutes: one GPU minute is worth hours
+of CPU.
 
 Run: python benchmarks/learning_curve.py  (writes docs/img/learning_curve.png and
 docs/results/learning_curve.json)
@@ -17,55 +19,76 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import mplhep
+from matplotlib.ticker import NullFormatter
 
 from recoserve.plotting import save_figure
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINING = ROOT / "checkpoints" / "clustering" / "training" / "gravnet_oc"
+FIRST_DESIGN = ROOT / "checkpoints" / "clustering" / "first-design" / "gravnet_oc"
 
 
 def load_history(base: Path) -> list[dict[str, Any]]:
-    """The learning curve of the run at ``base`` (.metrics.json if written, else .state.pt)."""
-    metrics = base.with_suffix(".metrics.json")
-    if metrics.exists():
-        return list(json.loads(metrics.read_text())["history"])
-    import torch
+    """The learning curve of the run at ``base``: from its .state.pt (which a stopped run has
+    saved past its last metrics file), else its .metrics.json."""
+    state = base.with_suffix(".state.pt")
+    if state.exists():
+        import torch
 
-    state = torch.load(base.with_suffix(".state.pt"), map_location="cpu", weights_only=False)
-    return list(state["progress"]["history"])
+        saved = torch.load(state, map_location="cpu", weights_only=False)
+        return list(saved["progress"]["history"])
+    return list(json.loads(base.with_suffix(".metrics.json").read_text())["history"])
+
+
+def samples(record: dict[str, Any]) -> int:
+    """Endcaps seen at a point of the curve (runs before the counter existed: one per step)."""
+    return int(record.get("samples", record["step"]))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--run", type=Path, default=TRAINING)
+    parser.add_argument(
+        "--run", type=Path, action="append", help="run base path(s); default: both designs"
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "img" / "learning_curve.png")
     parser.add_argument(
         "--json", type=Path, default=ROOT / "docs" / "results" / "learning_curve.json"
     )
     args = parser.parse_args()
-    history = load_history(args.run)
-    classes = sorted(
-        {k[: -len("_efficiency")] for r in history for k in r if k.endswith("_efficiency")}
-    )
+    runs = args.run or [FIRST_DESIGN, TRAINING]
+    histories = {run.parent.name: load_history(run) for run in runs}
     mplhep.style.use("CMS")
     fig, (ax_loss, ax_eff, ax_fake) = plt.subplots(1, 3, figsize=(27, 8))
-    minutes = [r["minutes"] for r in history]
-    ax_loss.plot(minutes, [r["validation_loss"] for r in history], "o-")
-    for name in classes:
-        ax_eff.plot(minutes, [r[f"{name}_efficiency"] for r in history], "o-", label=name)
-        ax_fake.plot(minutes, [r[f"{name}_fake_rate"] for r in history], "o-", label=name)
-    ax_loss.set_ylabel("validation loss")
+    for (label, history), marker in zip(histories.items(), ("o-", "s--"), strict=False):
+        x = [samples(r) for r in history]
+        ax_loss.plot(x, [r["validation_loss"] for r in history], marker, label=label)
+        classes = sorted(
+            {k[: -len("_efficiency")] for r in history for k in r if k.endswith("_efficiency")}
+        )
+        for name in classes:
+            points = [(samples(r), r) for r in history if f"{name}_efficiency" in r]
+            xs = [p for p, _ in points]
+            ax_eff.plot(xs, [r[f"{name}_efficiency"] for _, r in points], marker,
+                        label=f"{label}: {name}")  # fmt: skip
+            ax_fake.plot(xs, [r[f"{name}_fake_rate"] for _, r in points], marker,
+                         label=f"{label}: {name}")  # fmt: skip
+    ax_loss.set_ylabel("validation loss (each run its own loss)")
     ax_eff.set_ylabel("efficiency > 20 GeV (default thresholds)")
     ax_fake.set_ylabel("fake rate > 10 GeV")
     for ax in (ax_loss, ax_eff, ax_fake):
-        ax.set_xlabel("training minutes (CPU, 2 cores)")
+        ax.set_xlabel("endcaps seen in training")
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.legend(fontsize=13)
     for ax in (ax_eff, ax_fake):
         ax.set_ylim(0, 1.05)
-        ax.legend(fontsize=16)
     save_figure(fig, args.output, dpi=60)
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(history, indent=1) + "\n")
-    print(f"{len(history)} points, last at {minutes[-1]:.1f} min -> {args.output}")
+    args.json.write_text(json.dumps(histories, indent=1) + "\n")
+    for label, history in histories.items():
+        last = history[-1]
+        print(f"{label}: {len(history)} points, last at {samples(last)} endcaps, "
+              f"{last['minutes']:.1f} min")  # fmt: skip
 
 
 if __name__ == "__main__":

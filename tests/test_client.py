@@ -77,13 +77,43 @@ def test_shared_memory_equals_plain_grpc(
     with RecoClient(server.grpc_url, shared_memory="always") as shm:
         for event in events[:3]:
             same(shm.reconstruct(event), client.reconstruct(event))
-        assert shm.servers[0].shm is not None and not shm.servers[0].shm_failed
+        assert shm.servers[0].shm.registered() == 1 and not shm.servers[0].shm_failed
         status = shm.servers[0].client.get_system_shared_memory_status(as_json=True)
         assert len(status.get("regions", {})) == 2  # input and output regions registered
     # auto mode on a loopback address uses shared memory too
     with RecoClient(server.grpc_url) as auto:
         auto.reconstruct(events[0])
-        assert auto.servers[0].shm is not None
+        assert auto.servers[0].shm.registered() == 1
+
+
+def test_threads_sharing_one_client_get_their_own_answers(
+    server: TritonServer, client: RecoClient, events: list
+) -> None:
+    """8 threads on one shared-memory client, 24 events: every answer is the one that event
+    gets alone (the regions are lent one request at a time, never shared)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    alone = [client.reconstruct(e) for e in events]
+    with RecoClient(server.grpc_url, shared_memory="always") as shared:
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(shared.reconstruct, events))
+        assert not shared.servers[0].shm_failed
+        assert 1 <= shared.servers[0].shm.registered() <= 8
+    for answer, expected in zip(answers, alone, strict=True):
+        same(answer, expected, exact=False)
+
+
+def test_concurrent_async_calls_get_their_own_answers(
+    server: TritonServer, client: RecoClient, events: list
+) -> None:
+    alone = [client.reconstruct(e) for e in events[:12]]
+
+    async def main() -> list[RecoResult]:
+        async with AsyncRecoClient(server.grpc_url) as aio:
+            return await asyncio.gather(*(aio.reconstruct(e) for e in events[:12]))
+
+    for answer, expected in zip(asyncio.run(main()), alone, strict=True):
+        same(answer, expected, exact=False)
 
 
 def test_streaming_maps_every_result_to_its_event(client: RecoClient, events: list) -> None:

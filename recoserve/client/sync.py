@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -136,7 +137,7 @@ class _Server:
         self.url = url
         self.client = _grpc().InferenceServerClient(url, **options)
         self.down_until = 0.0
-        self.shm: _SharedMemory | None = None
+        self.shm = _RegionPool(self.client)
         self.shm_failed = False
 
     def healthy(self, model: str) -> bool:
@@ -147,7 +148,8 @@ class _Server:
 
 
 class _SharedMemory:
-    """Input and output system shared-memory regions of one server, grown when needed."""
+    """One pair of input and output system shared-memory regions, grown when needed. A pair
+    serves one request at a time: ``_RegionPool`` lends it out."""
 
     def __init__(self, client: Any) -> None:
         import tritonclient.utils.shared_memory as shm
@@ -178,6 +180,41 @@ class _SharedMemory:
                 self.shm.destroy_shared_memory_region(handle)
         self.regions = {}
         self.size = 0
+
+
+class _RegionPool:
+    """The shared-memory region pairs of one server, one per request in flight: threads that
+    share a client never write into the same region (a pair is created when all are lent)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.lock = threading.Lock()
+        self.free: list[_SharedMemory] = []
+        self.pairs: list[_SharedMemory] = []
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[_SharedMemory]:
+        with self.lock:
+            pair = self.free.pop() if self.free else None
+            if pair is None:
+                pair = _SharedMemory(self.client)
+                self.pairs.append(pair)
+        try:
+            yield pair
+        finally:
+            with self.lock:
+                self.free.append(pair)
+
+    def registered(self) -> int:
+        """Region pairs that hold registered regions."""
+        with self.lock:
+            return sum(1 for pair in self.pairs if pair.regions)
+
+    def close(self) -> None:
+        with self.lock:
+            for pair in self.pairs:
+                pair.close()
+            self.pairs, self.free = [], []
 
 
 class RecoClient:
@@ -320,8 +357,7 @@ class RecoClient:
 
     def close(self) -> None:
         for server in self.servers:
-            if server.shm is not None:
-                server.shm.close()
+            server.shm.close()
             with contextlib.suppress(Exception):
                 server.client.close()
 
@@ -414,48 +450,46 @@ class RecoClient:
             "CANDIDATES": 4 * 9 * (n_hits + n_tracks),
         }
         out_bytes = sum(out_sizes[n] for n in names)
-        try:
-            if server.shm is None:
-                server.shm = _SharedMemory(server.client)
-            server.shm.ensure(max(in_bytes, out_bytes) + 64)
-        except Exception as err:
-            raise _ShmUnavailable(str(err)) from err
-        region = server.shm
-        inputs = []
-        offset = 0
-        for name, array in tensors.items():
-            tensor = grpcclient.InferInput(name, [1, *array.shape], "FP32")
-            region.shm.set_shared_memory_region(region.regions["in"], [array], offset=offset)
-            tensor.set_shared_memory(f"recoserve_{region.tag}_in", array.nbytes, offset=offset)
-            inputs.append(tensor)
-            offset += array.nbytes
-        outputs = []
-        offset = 0
-        for name in names:
-            out = grpcclient.InferRequestedOutput(name)
-            out.set_shared_memory(
-                f"recoserve_{region.tag}_out", max(out_sizes[name], 8), offset=offset
-            )
-            outputs.append((name, out, offset))
-            offset += max(out_sizes[name], 8)
-        try:
-            result = server.client.infer(
-                model, inputs, outputs=[o for _, o, _ in outputs], client_timeout=self.timeout
-            )
-        except Exception as err:
-            # Behind a load balancer the region is registered on one replica only; another
-            # replica does not know it. Fall back to plain gRPC for this server.
-            if "shared memory" in str(err).lower() or "region" in str(err).lower():
+        with server.shm.lease() as region:
+            try:
+                region.ensure(max(in_bytes, out_bytes) + 64)
+            except Exception as err:
                 raise _ShmUnavailable(str(err)) from err
-            raise
-        arrays: dict[str, np.ndarray] = {}
-        for name, _, off in outputs:
-            meta = result.get_output(name)
-            shape = list(meta.shape)
-            dtype = np.int64 if meta.datatype == "INT64" else np.float32
-            arrays[name] = region.shm.get_contents_as_numpy(
-                region.regions["out"], dtype, shape, offset=off
-            )[0].copy()
+            inputs = []
+            offset = 0
+            for name, array in tensors.items():
+                tensor = grpcclient.InferInput(name, [1, *array.shape], "FP32")
+                region.shm.set_shared_memory_region(region.regions["in"], [array], offset=offset)
+                tensor.set_shared_memory(f"recoserve_{region.tag}_in", array.nbytes, offset=offset)
+                inputs.append(tensor)
+                offset += array.nbytes
+            outputs = []
+            offset = 0
+            for name in names:
+                out = grpcclient.InferRequestedOutput(name)
+                out.set_shared_memory(
+                    f"recoserve_{region.tag}_out", max(out_sizes[name], 8), offset=offset
+                )
+                outputs.append((name, out, offset))
+                offset += max(out_sizes[name], 8)
+            try:
+                result = server.client.infer(
+                    model, inputs, outputs=[o for _, o, _ in outputs], client_timeout=self.timeout
+                )
+            except Exception as err:
+                # Behind a load balancer the region is registered on one replica only; another
+                # replica does not know it. Fall back to plain gRPC for this server.
+                if "shared memory" in str(err).lower() or "region" in str(err).lower():
+                    raise _ShmUnavailable(str(err)) from err
+                raise
+            arrays: dict[str, np.ndarray] = {}
+            for name, _, off in outputs:
+                meta = result.get_output(name)
+                shape = list(meta.shape)
+                dtype = np.int64 if meta.datatype == "INT64" else np.float32
+                arrays[name] = region.shm.get_contents_as_numpy(
+                    region.regions["out"], dtype, shape, offset=off
+                )[0].copy()  # a copy: the pair goes back to the pool when this block ends
         return decode_result(arrays, server.url)
 
 

@@ -261,7 +261,14 @@ def train_clustering(
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-5)
     best = BestWeights()
-    state: dict[str, Any] = {"step": 0, "minutes": 0.0, "history": [], "order": [], "runs": []}
+    state: dict[str, Any] = {
+        "step": 0,
+        "samples": 0,  # endcaps seen: steps x batch, comparable across devices and batch sizes
+        "minutes": 0.0,
+        "history": [],
+        "order": [],
+        "runs": [],
+    }
     if saved:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
@@ -314,6 +321,7 @@ def train_clustering(
         terms = batch_loss(model, batch, weights)
         optimise(model, optimizer, terms["total"], lr)
         state["step"] += 1
+        state["samples"] = state.get("samples", 0) + len(batch)
         steps_this_run += 1
         state["minutes"] = minutes_before + (time.perf_counter() - start) / 60
         update_running(running, terms)
@@ -321,6 +329,7 @@ def train_clustering(
             val = validation_loss(model, val_items, weights, device)
             record = {
                 "step": state["step"],
+                "samples": state["samples"],
                 "minutes": state["minutes"],
                 "device": config.device,
                 "lr": lr,
@@ -343,6 +352,7 @@ def train_clustering(
         {
             "device": config.device,
             "steps": steps_this_run,
+            "batch": config.batch,
             "minutes": state["minutes"] - minutes_before,
         }
     )
