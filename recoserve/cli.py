@@ -786,11 +786,16 @@ def reconstruct(
     ] = None,
     tree: TreeOption = "events",
     mapping: MapOption = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(help="Redo a finished OUTPUT, or discard the parts of an earlier run."),
+    ] = False,
 ) -> None:
     """Send every event of a file to recoserve and write its particle candidates to Parquet.
 
-    Resumes an interrupted run (finished chunks in OUTPUT.parts are kept); exits with code 1
-    and a summary if events failed.
+    Resumes an interrupted run (finished chunks in OUTPUT.parts are kept) and refuses to resume
+    from another input file, other options or another served model; leaves a finished OUTPUT
+    alone unless --overwrite; exits with code 1 and a summary if events failed.
     """
     from recoserve.client import RecoClient, RecoError
     from recoserve.client.jobs import run_reconstruction
@@ -833,9 +838,15 @@ def reconstruct(
                 mapping=parse_mapping(mapping or []),
                 progress=advance,
                 stop_after=stop_after,
+                overwrite=overwrite,
             )
         except (OSError, ValueError, KeyError, RecoError) as err:
             raise _fail(str(err)) from None
+    if summary.already_complete:
+        console.print(
+            f"{output} is already complete ({summary.events} events); --overwrite redoes it"
+        )
+        return
     rate = summary.reconstructed / max(summary.seconds, 1e-9)
     console.print(
         f"{summary.events} events: {summary.done_before} done before, "

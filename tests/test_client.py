@@ -251,6 +251,41 @@ def test_reconstruct_cli_resumes_to_the_same_output(
                         assert row_x[key] == pytest.approx(row_y[key], rel=1e-6, abs=1e-5), key
 
 
+def test_reconstruct_cli_never_mixes_runs(
+    server: TritonServer, events: list, tmp_path: Path
+) -> None:
+    small, other = tmp_path / "small.parquet", tmp_path / "other.parquet"
+    write_events(small, events[:4])
+    write_events(other, events[4:10])
+    out = tmp_path / "out.parquet"
+    base = ["-o", str(out), "--server", server.grpc_url, "--chunk", "1"]
+    assert _cli("reconstruct", str(small), *base, "--stop-after", "2").returncode == 0
+    mixed = _cli("reconstruct", str(other), *base)  # another input file into the same parts
+    assert mixed.returncode == 2 and "another input" in " ".join(mixed.stderr.split())
+    clusters = _cli("reconstruct", str(small), *base, "--clusters")  # other options
+    assert clusters.returncode == 2 and "another options" in " ".join(clusters.stderr.split())
+    assert not out.exists()
+    assert _cli("reconstruct", str(small), *base).returncode == 0  # the original command resumes
+    assert pq.read_table(out).column("index").to_pylist() == [0, 1, 2, 3]
+    written = out.stat().st_mtime_ns
+    again = _cli("reconstruct", str(small), *base)
+    assert again.returncode == 0 and "already complete" in " ".join(again.stderr.split())
+    assert out.stat().st_mtime_ns == written
+    redo = _cli("reconstruct", str(other), *base, "--overwrite")
+    assert redo.returncode == 0
+    assert pq.read_table(out).column("index").to_pylist() == list(range(6))
+
+
+def test_reconstruct_cli_creates_nothing_without_a_server(events: list, tmp_path: Path) -> None:
+    source = tmp_path / "events.parquet"
+    write_events(source, events[:2])
+    out = tmp_path / "out.parquet"
+    dead = f"127.0.0.1:{free_ports(1)[0]}"
+    result = _cli("reconstruct", str(source), "-o", str(out), "--server", dead, "--timeout", "2")
+    assert result.returncode == 2 and "no healthy server" in result.stderr
+    assert not out.exists() and not out.with_name("out.parquet.parts").exists()
+
+
 def test_reconstruct_cli_reports_failed_events(
     server: TritonServer, events: list, tmp_path: Path
 ) -> None:

@@ -9,10 +9,18 @@ uninterrupted one, without redoing or duplicating events.
 Output columns, one row per event: ``index`` (position in the input file), ``event_id``,
 ``candidates`` (list of structs, ``CANDIDATE_DTYPE``) and, with ``clusters=True``,
 ``clusters`` (list of structs) and ``hit_cluster`` (list of int64).
+
+A resume cannot mix: ``<output>.parts/manifest.json`` records what the parts are made of (the
+input file's name, size and a hash of its head and tail, the options that change the output,
+the served models' checkpoint hashes), and a run with anything different is refused with what
+differs. A finished output is left alone ("already complete") unless ``overwrite``. Nothing is
+created before the server has answered.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import time
@@ -38,6 +46,45 @@ class JobSummary:
     reconstructed: int = 0
     failed: dict[int, str] = field(default_factory=dict)
     seconds: float = 0.0
+    already_complete: bool = False  # the output existed: nothing was done
+
+
+class ResumeMismatch(ValueError):
+    """The parts of an earlier run were made from another input, options or model."""
+
+
+def file_identity(path: Path, sample: int = 1 << 20) -> dict[str, object]:
+    """Name, size and a SHA-256 of the first and last MiB: enough to tell files apart without
+    reading gigabytes (Parquet and ROOT keep their metadata at the ends)."""
+    size = path.stat().st_size
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        digest.update(handle.read(sample))
+        if size > sample:
+            handle.seek(max(sample, size - sample))
+            digest.update(handle.read(sample))
+    return {"name": path.name, "size": size, "sha256_head_tail": digest.hexdigest()}
+
+
+def check_manifest(parts: Path, manifest: dict[str, object]) -> None:
+    """Write ``manifest`` into a new parts folder, or refuse a folder made from something else."""
+    path = parts / "manifest.json"
+    if not path.exists():
+        if any(parts.glob("part-*.parquet")):
+            raise ResumeMismatch(
+                f"{parts} holds results of an unknown run (no manifest.json); remove it or pass "
+                "--overwrite to start over"
+            )
+        path.write_text(json.dumps(manifest, indent=1) + "\n")
+        return
+    before = json.loads(path.read_text())
+    differs = [key for key in manifest if before.get(key) != manifest[key]]
+    if differs:
+        detail = "; ".join(f"{k}: {before.get(k)} then, {manifest[k]} now" for k in differs)
+        raise ResumeMismatch(
+            f"{parts} was made from another {', '.join(differs)} ({detail}); resuming would mix "
+            "them. Run the original command again, or pass --overwrite to start over"
+        )
 
 
 def _records(array: np.ndarray) -> list[dict[str, object]]:
@@ -92,15 +139,29 @@ def run_reconstruction(
     mapping: dict[str, str] | None = None,
     progress: Callable[[int], None] | None = None,
     stop_after: int | None = None,
+    overwrite: bool = False,
 ) -> JobSummary:
     """Reconstruct every event of ``source`` into ``output`` (see module docstring).
 
-    ``stop_after`` stops after that many new events (to test and demonstrate resuming).
+    ``stop_after`` stops after that many new events (to test and demonstrate resuming);
+    ``overwrite`` discards a finished output or the parts of an earlier run.
     """
     start = time.perf_counter()
     n_events, events = open_events(source, tree, mapping)
     parts = output.with_name(output.name + ".parts")
+    if overwrite:
+        shutil.rmtree(parts, ignore_errors=True)
+        output.unlink(missing_ok=True)
+    elif output.exists() and not parts.exists():
+        return JobSummary(events=n_events, already_complete=True)
+    models = client.check_model()  # reaches the server before anything is written
+    manifest = {
+        "input": file_identity(source),
+        "options": {"clusters": clusters, "tree": tree, "mapping": mapping or {}},
+        "models": models,
+    }
     parts.mkdir(parents=True, exist_ok=True)
+    check_manifest(parts, manifest)
     done = _done_indices(parts)
     summary = JobSummary(events=n_events, done_before=len(done))
     ids: dict[int, int] = {}
