@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +35,38 @@ MapOption = Annotated[
         "--map", help="ROOT column mapping KEY=BRANCH, e.g. hits.x=RecHit_x (repeatable)."
     ),
 ]
+
+
+class _Stopped(BaseException):
+    """A stop signal (SIGTERM, SIGHUP, SIGINT) turned into an exception, so that every server
+    a command started is stopped by its ``finally`` blocks before the process exits. Not a
+    KeyboardInterrupt: uvicorn swallows those, and the exit status would be lost."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, _frame: object) -> None:
+    raise _Stopped(signum)
+
+
+@contextlib.contextmanager
+def _stopped_by_signals() -> Iterator[None]:
+    """SIGTERM (batch systems, systemd, Kubernetes, ``timeout``), SIGHUP and SIGINT all stop
+    the command cleanly; it then exits with the conventional status 128 + signal number."""
+    previous = {s: signal.signal(s, _raise_stopped) for s in STOP_SIGNALS}
+    try:
+        yield
+    except _Stopped as stop:
+        console.print(f"stopped by {signal.Signals(stop.signum).name}")
+        raise typer.Exit(code=128 + stop.signum) from None
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 
 
 def _fail(message: str) -> typer.Exit:
@@ -911,7 +945,7 @@ def serve(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the models.")] = 300.0,
 ) -> None:
     """Start the embedded Triton (CPU, local flavour) with both public models, and the REST
-    gateway beside it; Ctrl-C stops both."""
+    gateway beside it; Ctrl-C, SIGTERM or SIGHUP stops both (exit status 128 + signal)."""
     from recoserve.export.repository import build_repository, repository_is_current
     from recoserve.server.triton import Ports, TritonError, TritonServer, port_is_free
 
@@ -925,42 +959,58 @@ def serve(
             raise _fail(str(err)) from None
     server = TritonServer(repository, Ports(http_port, grpc_port, metrics_port), host=host)
     try:
-        server.launch()
-        console.print(f"starting Triton (log: {server.log_path}) ...")
-        server.wait_ready(timeout)
-    except TritonError as err:
-        server.stop()
-        raise _fail(str(err)) from None
-    table = Table(title="recoserve is serving (Ctrl-C to stop)")
-    table.add_column("endpoint")
-    table.add_column("address")
-    table.add_row("Triton gRPC", f"{host}:{grpc_port}")
-    table.add_row("Triton HTTP", f"http://{host}:{http_port}")
-    table.add_row("Prometheus metrics", f"http://{host}:{metrics_port}/metrics")
-    table.add_row("public models", "hgcal_clustering, event_reco")
-    if gateway_port:
-        table.add_row("REST gateway (OpenAPI)", f"http://{host}:{gateway_port}/docs")
-        table.add_row("event display", f"http://{host}:{gateway_port}/")
-    Console().print(table)
-    try:
-        if gateway_port:
-            import uvicorn
-
-            from recoserve.server.gateway import create_app
-
-            settings = _gateway_settings(
-                [f"127.0.0.1:{grpc_port}"], api_key, jwt_secret, cors, rate_limit
+        with _stopped_by_signals():
+            try:
+                server.launch()
+                console.print(f"starting Triton (log: {server.log_path}) ...")
+                server.wait_ready(timeout)
+            except TritonError as err:
+                raise _fail(str(err)) from None
+            table = Table(title="recoserve is serving (Ctrl-C to stop)")
+            table.add_column("endpoint")
+            table.add_column("address")
+            table.add_row("Triton gRPC", f"{host}:{grpc_port}")
+            table.add_row("Triton HTTP", f"http://{host}:{http_port}")
+            table.add_row("Prometheus metrics", f"http://{host}:{metrics_port}/metrics")
+            table.add_row("public models", "hgcal_clustering, event_reco")
+            if gateway_port:
+                table.add_row("REST gateway (OpenAPI)", f"http://{host}:{gateway_port}/docs")
+                table.add_row("event display", f"http://{host}:{gateway_port}/")
+            Console().print(table)
+            _serve_until_stopped(
+                server, gateway_port, grpc_port, host, api_key, jwt_secret, cors, rate_limit
             )
-            uvicorn.run(create_app(settings), host=host, port=gateway_port, log_level="warning")
-        else:
-            while server.process is not None and server.process.poll() is None:
-                time.sleep(0.5)
-            raise _fail(f"Triton stopped unexpectedly; end of its log:\n{server.log_tail()}")
-    except KeyboardInterrupt:
-        pass
     finally:
         console.print("stopping ...")
         server.stop()
+
+
+def _serve_until_stopped(
+    server: Any,
+    gateway_port: int,
+    grpc_port: int,
+    host: str,
+    api_key: list[str] | None,
+    jwt_secret: str | None,
+    cors: list[str] | None,
+    rate_limit: int,
+) -> None:
+    """Run the gateway in front of ``server`` (or just watch it) until a signal or its end."""
+    if gateway_port:
+        import uvicorn
+
+        from recoserve.server.gateway import create_app
+
+        settings = _gateway_settings(
+            [f"127.0.0.1:{grpc_port}"], api_key, jwt_secret, cors, rate_limit
+        )
+        # uvicorn handles SIGINT and SIGTERM itself (a graceful shutdown), then raises the
+        # signal again, which our handlers turn into the exit above.
+        uvicorn.run(create_app(settings), host=host, port=gateway_port, log_level="warning")
+    else:
+        while server.process is not None and server.process.poll() is None:
+            time.sleep(0.5)
+        raise _fail(f"Triton stopped unexpectedly; end of its log:\n{server.log_tail()}")
 
 
 @app.command("scale-out")
@@ -983,7 +1033,10 @@ def scale_out_command(
         build_repository(repository, "local")
     workdir = Path(tempfile.mkdtemp(prefix="recoserve-scale-out-"))
     try:
-        with scale_out(repository, replicas, workdir, port) as (envoy, servers):
+        with _stopped_by_signals(), scale_out(repository, replicas, workdir, port) as (
+            envoy,
+            servers,
+        ):
             table = Table(title=f"{replicas} Triton replicas behind Envoy (Ctrl-C to stop)")
             table.add_column("")
             table.add_column("gRPC")
@@ -994,8 +1047,6 @@ def scale_out_command(
             console.print(f"logs in {workdir}")
             while all(s.process is not None and s.process.poll() is None for s in servers):
                 time.sleep(0.5)
-    except KeyboardInterrupt:
-        console.print("stopping ...")
     except (TritonError, RuntimeError, FileNotFoundError) as err:
         raise _fail(str(err)) from None
 
@@ -1040,7 +1091,8 @@ def gateway(
     settings = _gateway_settings(
         triton or ["127.0.0.1:8001"], api_key, jwt_secret, cors, rate_limit
     )
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    with _stopped_by_signals():
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import shutil
 import signal
@@ -13,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
@@ -277,33 +279,50 @@ def test_ngc_flavour_matches_the_local_contracts(repository: Path, tmp_path: Pat
     assert parse(ngc, "event_reco").parameters["network_mode"].string_value == "bls"
 
 
-def test_recoserve_serve_starts_everything_and_stops_on_ctrl_c(repository: Path) -> None:
+@pytest.mark.parametrize(
+    ("stop", "with_gateway"),
+    [(signal.SIGINT, True), (signal.SIGTERM, True), (signal.SIGHUP, False)],
+    ids=["ctrl-c", "sigterm", "sighup-no-gateway"],
+)
+def test_recoserve_serve_starts_everything_and_stops_on_every_stop_signal(
+    repository: Path, stop: signal.Signals, with_gateway: bool
+) -> None:
+    """Batch systems, systemd and Kubernetes stop jobs with SIGTERM; terminals with SIGHUP and
+    SIGINT. Each stops every process `recoserve serve` started, frees its ports and exits with
+    128 + the signal number."""
     http, grpc, metrics, gateway = free_ports(4)
     process = subprocess.Popen(
         [sys.executable, "-m", "recoserve.cli", "serve", "--repository", str(repository),
          "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
-         "--gateway-port", str(gateway)],
+         "--gateway-port", str(gateway if with_gateway else 0)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
+    started: list[psutil.Process] = []
     try:
         ready = False
         for _ in range(600):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{gateway}/readyz", timeout=1) as r:
+            with contextlib.suppress(OSError):
+                url = f"http://127.0.0.1:{gateway}/readyz" if with_gateway else (
+                    f"http://127.0.0.1:{http}/v2/health/ready")  # fmt: skip
+                with urllib.request.urlopen(url, timeout=1) as r:
                     ready = r.status == 200
                     break
-            except OSError:
-                time.sleep(0.2)
+            time.sleep(0.2)
         assert ready, "recoserve serve did not become ready"
         client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc}")
         assert client.is_model_ready("event_reco") and client.is_model_ready("hgcal_clustering")
+        started = psutil.Process(process.pid).children(recursive=True)
+        assert any("tritonserver" in " ".join(p.cmdline()) for p in started)
+        time.sleep(2.0)  # Triton answers ready a poll (0.25 s) before serve prints its table
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         output, _ = process.communicate(timeout=60)
-    assert process.returncode == 0, output
+    assert process.returncode == 128 + stop, output
     assert "recoserve is serving" in output and f"127.0.0.1:{grpc}" in output
     assert "stopping" in output
-    assert not _listening(grpc)  # Triton is gone too
+    alive = [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, [" ".join(p.cmdline()) for p in alive]
+    assert not any(_listening(port) for port in (http, grpc, metrics, gateway))
 
 
 def _listening(port: int) -> bool:
