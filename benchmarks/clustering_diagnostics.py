@@ -1,8 +1,8 @@
 """Why a clustering network merges showers: receptive field, clustering-space separation, cost.
 
-Run: `python benchmarks/clustering_diagnostics.py --before checkpoints/clustering/first-design/gravnet_oc.pt
---after checkpoints/clustering/training/gravnet_oc.pt`. For each checkpoint, on validation
-events (no test events: these numbers steer design):
+Run: `python benchmarks/clustering_diagnostics.py` (``--before``: the served checkpoint,
+``--after``: the run in progress, by default). For each checkpoint, on validation events (no
+test events: these numbers steer design):
 
 - receptive field: the share of a > 50 GeV shower's energy among the neighbour candidates of
   its most energetic hit, after one block and after all blocks (the candidates of candidates);
@@ -32,13 +32,14 @@ import torch
 from recoserve.events.model import Event
 from recoserve.events.truth import truth_objects
 from recoserve.export.clustering import export_onnx
-from recoserve.nn.checkpoint import load_clustering
+from recoserve.nn.checkpoint import DEFAULT_CLUSTERING_CHECKPOINT, load_clustering
 from recoserve.nn.gravnet import GravNetOC
 from recoserve.nn.knn import face_order, sort_order
 from recoserve.sim.classes import EVENT_CLASSES
 from recoserve.train.clustering import endcap_crop, predict
 
 ROOT = Path(__file__).resolve().parents[1]
+TRAINING_RUN = ROOT / "checkpoints" / "clustering" / "training" / "gravnet_oc.pt"
 SEPARATION_BINS = ((2.0, 5.0), (5.0, 10.0), (10.0, 20.0), (20.0, np.inf))
 
 
@@ -128,7 +129,7 @@ def timing(paths: dict[str, Path], events: list[Event], repeats: int = 3) -> dic
         hits = event.hits.features()
         feed = {"hits": hits, "segment": np.zeros(len(hits), dtype=np.int64)}
         times: dict[str, list[float]] = {k: [] for k in sessions}
-        for name, session in sessions.items():
+        for session in sessions.values():
             session.run(None, feed)  # warm-up
         for _ in range(repeats):
             for name, session in sessions.items():  # interleaved
@@ -141,8 +142,8 @@ def timing(paths: dict[str, Path], events: list[Event], repeats: int = 3) -> dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--before", type=Path, required=True)
-    parser.add_argument("--after", type=Path, required=True)
+    parser.add_argument("--before", type=Path, default=DEFAULT_CLUSTERING_CHECKPOINT)
+    parser.add_argument("--after", type=Path, default=TRAINING_RUN)
     parser.add_argument("--events", type=int, default=6, help="validation events per class")
     parser.add_argument(
         "--output", type=Path, default=ROOT / "docs/results/clustering_diagnostics.json"
@@ -181,8 +182,9 @@ def main() -> None:
 
 def markdown(result: dict[str, Any]) -> str:
     lines = [
-        "| class | network | reach, 1 block | reach, all blocks | CP distance 2-5 / 5-10 / 10-20 / >20 cm "
-        "| inside radius 2-5 / 5-10 / 10-20 cm | hit RMS |",
+        "| class | network | reach, 1 block | reach, all blocks "
+        "| CP distance 2-5 / 5-10 / 10-20 / >20 cm | inside radius 2-5 / 5-10 / 10-20 cm "
+        "| hit RMS |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, both in result["classes"].items():

@@ -1033,9 +1033,12 @@ def scale_out_command(
         build_repository(repository, "local")
     workdir = Path(tempfile.mkdtemp(prefix="recoserve-scale-out-"))
     try:
-        with _stopped_by_signals(), scale_out(repository, replicas, workdir, port) as (
-            envoy,
-            servers,
+        with (
+            _stopped_by_signals(),
+            scale_out(repository, replicas, workdir, port) as (
+                envoy,
+                servers,
+            ),
         ):
             table = Table(title=f"{replicas} Triton replicas behind Envoy (Ctrl-C to stop)")
             table.add_column("")

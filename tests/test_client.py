@@ -116,6 +116,25 @@ def test_concurrent_async_calls_get_their_own_answers(
         same(answer, expected, exact=False)
 
 
+def test_steady_state_costs_one_rpc_per_event(server: TritonServer, events: list) -> None:
+    """Health is learnt from answers: 20 events, one health check (server + model) in all."""
+    with RecoClient(server.grpc_url, shared_memory="never") as counted:
+        target = counted.servers[0].client
+        calls = Counter[str]()
+        for name in ("is_server_ready", "is_model_ready", "infer"):
+            real = getattr(target, name)
+
+            def spy(*args: object, _real=real, _name=name, **kwargs: object) -> object:
+                calls[_name] += 1
+                return _real(*args, **kwargs)
+
+            setattr(target, name, spy)
+        for event in events[:20]:
+            counted.reconstruct(event)
+    assert calls["infer"] == 20
+    assert calls["is_server_ready"] + calls["is_model_ready"] == 2
+
+
 def test_streaming_maps_every_result_to_its_event(client: RecoClient, events: list) -> None:
     alone = [client.reconstruct(e) for e in events[:8]]
     outcomes = list(client.reconstruct_many(events[:8], in_flight=3))

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from recoserve.client.policy import ServerState, in_order_of_preference
 from recoserve.client.results import ClusterResult, RecoResult, decode_result
 from recoserve.client.sync import (
     CLUSTER_OUTPUTS,
@@ -41,7 +41,7 @@ class _AsyncServer:
 
         self.url = url
         self.client = aio.InferenceServerClient(url, **options)
-        self.down_until = 0.0
+        self.state = ServerState()
 
     async def healthy(self, model: str) -> bool:
         try:
@@ -135,16 +135,15 @@ class AsyncRecoClient:
         return checked_parameters(config, self.expected_checkpoints, server.url, model)
 
     async def _pick(self, model: str) -> _AsyncServer:
-        now = time.monotonic()
-        # Servers not cooling down first, in the given order; a cooling one is tried only
-        # after every other failed its health check.
-        for server in sorted(self.servers, key=lambda s: s.down_until > now):
-            if await server.healthy(model):
+        """The first server that is known healthy, or answers its health check (policy.py)."""
+        for server in in_order_of_preference(self.servers):
+            if server.state.known_healthy() or await server.healthy(model):
+                server.state.answered()
                 if self.expected_checkpoints and server.url not in self._checked:
                     await self._check(server, model)
                     self._checked.add(server.url)
                 return server
-            server.down_until = now + self.cooldown
+            server.state.failed(self.cooldown)
         raise RecoError(f"no healthy server with {model} among {[s.url for s in self.servers]}")
 
     async def _call(
@@ -175,11 +174,12 @@ class AsyncRecoClient:
                     client_timeout=self.timeout,
                     compression_algorithm=self.compression,
                 )
+                server.state.answered()
                 return decode_result({n: result.as_numpy(n)[0] for n in names}, server.url)
             except Exception as err:
                 if not is_transient(err):
                     raise RecoError(f"{model} on {server.url}: {_message(err)}") from err
                 last = err
-                server.down_until = time.monotonic() + self.cooldown
+                server.state.failed(self.cooldown)
                 await asyncio.sleep(self.backoff * 2**attempt)
         raise RecoError(f"{model} failed after {self.retries + 1} attempts: {_message(last)}")

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 from tritonclient.utils import InferenceServerException
 
+from recoserve.client.policy import ServerState, in_order_of_preference
 from recoserve.client.results import ClusterResult, RecoResult, decode_result
 from recoserve.events.model import Event
 from recoserve.postprocess.tensors import InvalidInput, check_hits, check_tracks
@@ -136,7 +137,7 @@ class _Server:
     def __init__(self, url: str, options: dict[str, Any]) -> None:
         self.url = url
         self.client = _grpc().InferenceServerClient(url, **options)
-        self.down_until = 0.0
+        self.state = ServerState()
         self.shm = _RegionPool(self.client)
         self.shm_failed = False
 
@@ -332,6 +333,7 @@ class RecoClient:
                         result = None
                     if error is None:
                         index = int(result.get_response().id)
+                        server.state.answered()
                         if index in pending:
                             del pending[index]
                             outputs = {n: result.as_numpy(n)[0] for n in RECO_OUTPUTS}
@@ -346,7 +348,7 @@ class RecoClient:
             finally:
                 with contextlib.suppress(Exception):
                     server.client.stop_stream(cancel_requests=True)
-            server.down_until = time.monotonic() + self.cooldown
+            server.state.failed(self.cooldown)
             failures += 1
             if failures > self.retries * len(self.servers):
                 for index in sorted(pending):
@@ -370,17 +372,15 @@ class RecoClient:
     # -- internals ------------------------------------------------------------------------
 
     def _pick(self, model: str) -> _Server:
-        """The first server that is not cooling down and is healthy."""
-        now = time.monotonic()
-        # Servers not cooling down first, in the given order; a cooling one is tried only
-        # after every other failed its health check.
-        for server in sorted(self.servers, key=lambda s: s.down_until > now):
-            if server.healthy(model):
+        """The first server that is known healthy, or answers its health check (policy.py)."""
+        for server in in_order_of_preference(self.servers):
+            if server.state.known_healthy() or server.healthy(model):
+                server.state.answered()
                 if self.expected_checkpoints and server.url not in self._checked:
                     self.check_model(model, server)
                     self._checked.add(server.url)
                 return server
-            server.down_until = now + self.cooldown
+            server.state.failed(self.cooldown)
         raise RecoError(f"no healthy server with {model} among {[s.url for s in self.servers]}")
 
     def _inputs(self, tensors: dict[str, np.ndarray]) -> list[Any]:
@@ -417,7 +417,9 @@ class RecoClient:
             try:
                 if self._use_shm(server):
                     try:
-                        return self._call_shm(server, model, tensors, names)
+                        answer = self._call_shm(server, model, tensors, names)
+                        server.state.answered()
+                        return answer
                     except _ShmUnavailable:
                         server.shm_failed = True  # e.g. behind a load balancer: plain gRPC
                 result = server.client.infer(
@@ -427,12 +429,13 @@ class RecoClient:
                     client_timeout=self.timeout,
                     compression_algorithm=self.compression,
                 )
+                server.state.answered()
                 return decode_result({n: result.as_numpy(n)[0] for n in names}, server.url)
             except Exception as err:
                 if not is_transient(err):
                     raise RecoError(f"{model} on {server.url}: {_message(err)}") from err
                 last = err
-                server.down_until = time.monotonic() + self.cooldown
+                server.state.failed(self.cooldown)
                 time.sleep(self.backoff * 2**attempt)
         raise RecoError(f"{model} failed after {self.retries + 1} attempts: {_message(last)}")
 

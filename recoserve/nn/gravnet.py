@@ -13,10 +13,10 @@ event index of every hit (int64 [N], all zeros for a single event), and returns 
 Input normalisation is part of the model, so the served model takes the raw HITS tensor.
 
 TorchScript cannot read module-level constants, so Z_FRONT (320 cm) and the speed of light
-(29.98 cm/ns) appear as literals inside ``forward``.
+(29.98 cm/ns) appear as literals inside ``forward``; and this module has no
+``from __future__ import annotations``, because TorchScript must read the buffers' class-level
+annotations as types, not strings.
 """
-
-from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
@@ -60,7 +60,7 @@ class GravNetConfig:
         return asdict(self)
 
     @staticmethod
-    def current() -> GravNetConfig:
+    def current() -> "GravNetConfig":
         return GravNetConfig(inputs="detector", candidates="dilated")
 
     def offsets(self) -> Tensor:
@@ -99,6 +99,13 @@ class DetectorFeatures(nn.Module):
     """What a physicist adds to (x, y, z, E, t): the layer's depth in X0 and lambda, the cell
     type and log area, and the energy in MIPs of that layer. Layer constants come from the
     detector geometry as non-persistent buffers (exported as constants, not in checkpoints)."""
+
+    z_mid: torch.Tensor
+    depth_x0: torch.Tensor
+    depth_lambda: torch.Tensor
+    mip: torch.Tensor
+    fine_r_max: torch.Tensor
+    silicon_r_max: torch.Tensor
 
     def __init__(self) -> None:
         super().__init__()
@@ -150,6 +157,8 @@ class DetectorFeatures(nn.Module):
 
 class GravNetBlock(nn.Module):
     """Dense -> learned space + propagated features -> kNN aggregation (mean, max) -> dense."""
+
+    offsets: torch.Tensor
 
     def __init__(self, n_in: int, config: GravNetConfig) -> None:
         super().__init__()

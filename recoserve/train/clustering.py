@@ -362,7 +362,7 @@ def train_clustering(
     served.load_state_dict({k: v.cpu() for k, v in best.state.items()})
     served.eval()
     all_val = [e for evs in val_events.values() for e in evs]
-    thresholds, grid = CondensationThresholds(), []
+    thresholds, grid = CondensationThresholds(), list[dict[str, Any]]()
     if config.tune:
         thresholds, grid = tune_thresholds(served, all_val)
     log(f"thresholds: t_beta={thresholds.t_beta} t_d={thresholds.t_d}")
