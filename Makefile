@@ -60,10 +60,12 @@ docs-plots: $(STAMP)
 	$(VENV)/bin/recoserve simulate --jets 2 --pileup 140 -n 1 --seed 4 -o /tmp/recoserve-jets.parquet
 	$(VENV)/bin/recoserve display /tmp/recoserve-jets.parquet --pileup-grey -o docs/img/jets_pileup140.png
 
-# Resumes checkpoints/clustering/training/gravnet_oc.state.pt when present (DEVICE=cuda on a GPU).
+# Resumes checkpoints/clustering/training/gravnet_oc.state.pt when present
+# (on a GPU: make train-clustering DEVICE=cuda BATCH=8).
 DEVICE ?= cpu
+BATCH ?= 1
 train-clustering: $(STAMP)
-	$(VENV)/bin/recoserve train clustering --minutes 50 --device $(DEVICE)
+	$(VENV)/bin/recoserve train clustering --minutes 50 --device $(DEVICE) --batch $(BATCH)
 
 train-mlpf: $(STAMP)
 	$(VENV)/bin/recoserve train mlpf --train-events 12000 --validation-events 300 --batch-events 32 --minutes 25

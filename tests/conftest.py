@@ -65,6 +65,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if hasattr(session.config, "workerinput"):
+        return  # an xdist worker: the other worker may still be running servers
     start = session.config.stash.get(_SESSION_START, None)
     if start is None:
         return

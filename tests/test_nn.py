@@ -153,3 +153,31 @@ def test_per_object_potentials_weigh_a_small_shower_like_a_large_one() -> None:
     q = float(torch.atanh(torch.tensor(0.1)) ** 2 + 0.1)
     q_alpha = float(torch.atanh(torch.tensor(0.9)) ** 2 + 0.1)
     assert float(per_object) == pytest.approx((q * q_alpha / 2 + q * q_alpha / 200) / 2, rel=1e-4)
+
+
+def test_an_intruder_weighs_by_its_own_object_when_asked() -> None:
+    """One hit of a 200-hit object sits on the condensation point of a 2-hit object. Per
+    object (the ball's size), it costs q q_alpha / 2; by its own object, q q_alpha / 200."""
+    n = 202
+    object_id = torch.tensor([0, 0] + [1] * 200)
+    beta = torch.full((n,), 0.1)
+    beta[0], beta[2] = 0.9, 0.9
+    coords = torch.zeros(n, 3)
+    coords[2:, 0] = 5.0
+    coords[3] = 0.0  # the intruder, at the small object's condensation point
+    targets = ObjectTargets(
+        object_id=object_id, energy=torch.tensor([30.0, 30.0]),
+        hit_energy=torch.tensor([30.0, 30.0]), energy_valid=torch.tensor([True, True]),
+        position=torch.zeros(2, 2), time=torch.zeros(2), label=torch.zeros(2, dtype=torch.int64),
+    )  # fmt: skip
+    outputs = (beta, coords, torch.ones(n), torch.zeros(n, 2), torch.zeros(n),
+               torch.zeros(n, 3))  # fmt: skip
+    q = float(torch.atanh(torch.tensor(0.1)) ** 2 + 0.1)
+    q_alpha = float(torch.atanh(torch.tensor(0.9)) ** 2 + 0.1)
+    push = q * q_alpha * (1.0 - 1e-3)  # relu(1 - sqrt(0 + 1e-6))
+    ball = OCWeights(per_object=True, repulsion=1.0)
+    own = OCWeights(per_object=True, by_own_object=True, repulsion=1.0)
+    by_ball = object_condensation_loss(outputs, targets, ball)["repulsive"]
+    by_own = object_condensation_loss(outputs, targets, own)["repulsive"]
+    assert float(by_ball) == pytest.approx(push / 2 / 2, rel=1e-4)  # / size 2, / 2 objects
+    assert float(by_own) == pytest.approx(push / 200 / 2, rel=1e-4)  # / size 200, / 2 objects

@@ -31,6 +31,7 @@ class OCWeights:
     time: float = 0.2
     classification: float = 0.5
     per_object: bool = False  # potentials averaged within each object, then over objects
+    by_own_object: bool = False  # with per_object: a hit weighs 1 / the size of its own object
     repulsion: float = 1.0  # weight of the repulsive potential
     beta_energy_scale: float = 0.0  # > 0: beta term of an object weighted sqrt(E / scale) ...
     beta_energy_floor: float = 1.0  # ... clipped to [floor, 1]
@@ -99,7 +100,15 @@ def object_condensation_loss(
     distance = torch.sqrt(d2 + 1e-6)
     pull = q.unsqueeze(1) * member * d2 * q_alpha.unsqueeze(0)  # [N, K]
     push = q.unsqueeze(1) * (1 - member) * F.relu(1.0 - distance) * q_alpha.unsqueeze(0)
-    if w.per_object:
+    if w.per_object and w.by_own_object:
+        # Every object's hits weigh 1 in all, in the pull to their own condensation point and
+        # in the pushes out of the others' balls; noise hits weigh 1 in all as one group.
+        size = member.sum(0).clamp(min=1.0)
+        noise_count = noise.sum().clamp(min=1).to(beta.dtype)
+        own = torch.where(noise, 1.0 / noise_count, 1.0 / size[object_id.clamp(min=0)])
+        attractive = (pull.sum(1) * own).sum() / n_objects
+        repulsive = (push.sum(1) * own).sum() / (n_objects + float(bool(noise.any())))
+    elif w.per_object:
         # Every object counts the same, whatever its number of hits: a soft shower next to a
         # hard one is pushed out of the hard one's ball as strongly as the hard one is held.
         size = member.sum(0).clamp(min=1.0)
