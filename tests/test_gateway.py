@@ -223,7 +223,73 @@ BAD_INPUTS: dict[str, tuple[str, str | bytes, dict[str, str], int, str]] = {
         "limit 500000",
     ),
     "binary batch": ("/v1/reconstruct/batch", b"x", {"content-type": bodies.NPZ}, 415, "JSON"),
+    "deeply nested JSON": (
+        "/v1/reconstruct",
+        '{"hits": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        {},
+        400,
+        "nested too deeply",
+    ),
+    "400-digit integer": (
+        "/v1/reconstruct",
+        '{"hits": [[1, 2, 330, 1' + "0" * 400 + ", 1]]}",
+        {},
+        422,
+        "not finite",
+    ),
+    "beyond float32": ("/v1/reconstruct", '{"hits": [[1, 2, 330, 1e39, 1]]}', {}, 422, "float32"),
 }
+
+
+def _arrow(table: pa.Table, compression: str | None = None) -> bytes:
+    out = io.BytesIO()
+    options = pa.ipc.IpcWriteOptions(compression=compression)
+    with pa.ipc.new_stream(out, table.schema, options=options) as writer:
+        writer.write_table(table)
+    return out.getvalue()
+
+
+def _hit_columns(rows: int) -> dict[str, np.ndarray]:
+    return {name: np.zeros(rows, np.float32) for name in ("x", "y", "z", "energy", "time")}
+
+
+def _binary_bombs() -> dict[str, tuple[bytes, str, int, str]]:
+    """name: (body, content type, status, message fragment): small bodies that would decode to
+    far more than the limits allow, and Arrow tables that once gave a 500."""
+    columns = _hit_columns(1)
+    duplicated = pa.Table.from_arrays(
+        [pa.array(v) for v in columns.values()] + [pa.array(np.zeros(1, np.float32))],
+        names=[*columns, "x"],
+    )
+    union = pa.UnionArray.from_sparse(
+        pa.array([0], type=pa.int8()), [pa.array([1.0]), pa.array(["a"])]
+    )
+    unioned = pa.table({**{k: v for k, v in columns.items() if k != "x"}, "x": union})
+    inflating = io.BytesIO()
+    np.savez_compressed(inflating, hits=np.zeros((1, 5), np.float32),
+                        junk=np.zeros(300 * 1024 * 1024, np.uint8))  # fmt: skip
+    return {
+        "zstd Arrow with 3 M rows": (
+            _arrow(pa.table(_hit_columns(3_000_000)), "zstd"),
+            bodies.ARROW,
+            413,
+            "rows > limit",
+        ),
+        "npz inflating to 300 MB": (inflating.getvalue(), bodies.NPZ, 413, "inflates to"),
+        "Arrow column twice": (_arrow(duplicated), bodies.ARROW, 422, "more than once"),
+        "Arrow union column": (_arrow(unioned), bodies.ARROW, 422, "must be numeric"),
+    }
+
+
+def test_bombs_and_odd_arrow_tables_get_a_named_4xx(gateway: str) -> None:
+    for name, (body, kind, status, fragment) in _binary_bombs().items():
+        assert len(body) < 1_000_000, name  # small on the wire
+        response = httpx.post(
+            f"{gateway}/v1/reconstruct", content=body, headers={"content-type": kind}, timeout=60
+        )
+        assert response.status_code == status, (name, response.text)
+        assert fragment in response.json()["detail"], name
+        assert httpx.get(f"{gateway}/healthz", timeout=10).status_code == 200
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))

@@ -74,6 +74,7 @@ class GatewaySettings:
     max_tracks: int = 20_000
     max_events_per_batch: int = 64
     max_body_bytes: int = 64 * 1024 * 1024
+    max_decoded_bytes: int = 256 * 1024 * 1024  # an npz's inflated / Arrow's decompressed size
     cors_origins: tuple[str, ...] = ()
     simulate_max_particles: int = 200
     timeout: float = 60.0
@@ -202,16 +203,24 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         length = request.headers.get("content-length")
         if length is not None and int(length) > settings.max_body_bytes:
             raise GatewayError(413, f"body of {length} bytes exceeds {settings.max_body_bytes}")
-        raw = b""
+        raw = bytearray()
         async for chunk in request.stream():
             raw += chunk
             if len(raw) > settings.max_body_bytes:
                 raise GatewayError(413, f"body exceeds {settings.max_body_bytes} bytes")
         if not raw:
             raise GatewayError(400, "empty body: send an event (see /docs)")
+        limits = bodies.BodyLimits(
+            settings.max_hits, settings.max_tracks, settings.max_decoded_bytes
+        )
         try:
-            events = bodies.events_from_body(
-                raw, request.headers.get("content-type", bodies.JSON), batch
+            # Off the event loop: /healthz and other requests are answered meanwhile.
+            events = await asyncio.to_thread(
+                bodies.events_from_body,
+                bytes(raw),
+                request.headers.get("content-type", bodies.JSON),
+                batch,
+                limits,
             )
         except bodies.BodyError as err:
             raise GatewayError(err.status, str(err)) from None
