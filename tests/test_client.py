@@ -13,7 +13,14 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from recoserve.client import AsyncRecoClient, ModelMismatch, RecoClient, RecoError, RecoResult
+from recoserve.client import (
+    AsyncRecoClient,
+    ModelMismatch,
+    RecoClient,
+    RecoError,
+    RecoResult,
+    RejectedInput,
+)
 from recoserve.events.parquet import write_events
 from recoserve.inprocess import ClusteringPipeline, EventRecoPipeline
 from recoserve.postprocess.tensors import InvalidInput
@@ -133,6 +140,27 @@ def test_steady_state_costs_one_rpc_per_event(server: TritonServer, events: list
             counted.reconstruct(event)
     assert calls["infer"] == 20
     assert calls["is_server_ready"] + calls["is_model_ready"] == 2
+
+
+def test_an_event_the_server_rejects_is_a_typed_error_and_never_retried(
+    server: TritonServer,
+) -> None:
+    """Triton's INVALID_ARGUMENT (here: hits with 4 columns, which only the server checks when
+    the client's own check is bypassed) becomes RejectedInput after one call."""
+    with RecoClient(server.grpc_url, shared_memory="never", retries=3) as c:
+        target = c.servers[0].client
+        calls = Counter[str]()
+        real = target.infer
+
+        def spy(*args: object, **kwargs: object) -> object:
+            calls["infer"] += 1
+            return real(*args, **kwargs)
+
+        target.infer = spy
+        bad = {"HITS": np.ones((3, 4), np.float32)}
+        with pytest.raises(RejectedInput, match="hgcal_clustering"):
+            c._call("hgcal_clustering", bad, ("HIT_CLUSTER", "CLUSTERS"))
+    assert calls["infer"] == 1
 
 
 def test_streaming_maps_every_result_to_its_event(client: RecoClient, events: list) -> None:

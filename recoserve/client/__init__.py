@@ -2,14 +2,17 @@
 
 from recoserve.client.aio import AsyncRecoClient
 from recoserve.client.results import ClusterResult, RecoResult
-from recoserve.client.sync import ModelMismatch, Outcome, RecoClient, RecoError
+from recoserve.client.sync import ModelMismatch, Outcome, RecoClient, RecoError, RejectedInput
+from recoserve.postprocess.tensors import InvalidInput
 
 __all__ = [
     "AsyncRecoClient",
     "ClusterResult",
+    "InvalidInput",
     "ModelMismatch",
     "Outcome",
     "RecoClient",
     "RecoError",
     "RecoResult",
+    "RejectedInput",
 ]

@@ -29,6 +29,7 @@ from recoserve.client.sync import (
     checked_parameters,
     connection_options,
     event_arrays,
+    final_error,
     is_transient,
 )
 from recoserve.events.model import Event
@@ -178,7 +179,7 @@ class AsyncRecoClient:
                 return decode_result({n: result.as_numpy(n)[0] for n in names}, server.url)
             except Exception as err:
                 if not is_transient(err):
-                    raise RecoError(f"{model} on {server.url}: {_message(err)}") from err
+                    raise final_error(model, server.url, err) from err
                 last = err
                 server.state.failed(self.cooldown)
                 await asyncio.sleep(self.backoff * 2**attempt)

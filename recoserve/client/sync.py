@@ -59,6 +59,17 @@ class ModelMismatch(RecoError):
     """The served model is not the one this job expects."""
 
 
+class RejectedInput(RecoError):
+    """The server refused this event (gRPC INVALID_ARGUMENT): sending it again cannot help."""
+
+
+def final_error(model: str, url: str, error: Exception) -> RecoError:
+    """The typed error of a failure that is not retried, chosen by the gRPC status code."""
+    status = getattr(error, "status", lambda: None)()
+    kind = RejectedInput if status == "StatusCode.INVALID_ARGUMENT" else RecoError
+    return kind(f"{model} on {url}: {_message(error)}")
+
+
 @dataclass
 class Outcome:
     """One event of ``reconstruct_many``: its index in the input, and a result or an error."""
@@ -433,7 +444,7 @@ class RecoClient:
                 return decode_result({n: result.as_numpy(n)[0] for n in names}, server.url)
             except Exception as err:
                 if not is_transient(err):
-                    raise RecoError(f"{model} on {server.url}: {_message(err)}") from err
+                    raise final_error(model, server.url, err) from err
                 last = err
                 server.state.failed(self.cooldown)
                 time.sleep(self.backoff * 2**attempt)

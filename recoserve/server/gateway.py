@@ -37,7 +37,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from recoserve.client.aio import AsyncRecoClient
 from recoserve.client.results import ClusterResult
-from recoserve.client.sync import RecoError
+from recoserve.client.sync import RecoError, RejectedInput
 from recoserve.postprocess.tensors import InvalidInput, check_hits, check_tracks
 from recoserve.server import bodies
 
@@ -266,11 +266,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             if kind == "cluster":
                 return list(await asyncio.gather(*(client().cluster(h) for h, _ in events)))
             return list(await asyncio.gather(*(client().reconstruct((h, t)) for h, t in events)))
+        except RejectedInput as err:  # by status code, never by the message's text
+            raise GatewayError(422, str(err)) from None
         except RecoError as err:
-            text = str(err)
-            if "INVALID_ARGUMENT" in text or "non-finite" in text:
-                raise GatewayError(422, text) from None
-            raise GatewayError(503, f"reconstruction service unavailable: {text}") from None
+            raise GatewayError(503, f"reconstruction service unavailable: {err}") from None
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
