@@ -326,19 +326,29 @@ def test_api_keys_bearer_tokens_and_rate_limit(secured: str) -> None:
     assert wrong.status_code == 401 and "invalid API key" in wrong.json()["detail"]
     good = httpx.post(f"{secured}/v1/cluster", json=body, headers={"x-api-key": "k-123456"})
     assert good.status_code == 200
-    token = jwt.encode({"sub": "alice"}, JWT_SECRET, algorithm="HS256")
+    expires = int(time.time()) + 600
+    token = jwt.encode({"sub": "alice", "exp": expires}, JWT_SECRET, algorithm="HS256")
     bearer = httpx.post(f"{secured}/v1/cluster", json=body,
                         headers={"authorization": f"Bearer {token}"})  # fmt: skip
     assert bearer.status_code == 200
-    forged = jwt.encode({"sub": "mallory"}, "another-secret-0123456789-abcdef", algorithm="HS256")
+    forged = jwt.encode({"sub": "mallory", "exp": expires}, "another-secret-0123456789-abcdef",
+                        algorithm="HS256")  # fmt: skip
     refused = httpx.post(f"{secured}/v1/cluster", json=body,
                          headers={"authorization": f"Bearer {forged}"})  # fmt: skip
     assert refused.status_code == 401 and "invalid bearer token" in refused.json()["detail"]
+    forever = jwt.encode({"sub": "alice"}, JWT_SECRET, algorithm="HS256")  # no exp
+    no_exp = httpx.post(f"{secured}/v1/cluster", json=body,
+                        headers={"authorization": f"Bearer {forever}"})  # fmt: skip
+    assert no_exp.status_code == 401 and '"exp"' in no_exp.json()["detail"]
+    simulate = httpx.post(f"{secured}/v1/simulate?particles=2")  # needs a credential too
+    assert simulate.status_code == 401
+    schemes = httpx.get(f"{secured}/openapi.json").json()["components"]["securitySchemes"]
+    assert {s["type"] for s in schemes.values()} == {"apiKey", "http"}
 
 
 def test_rate_limit_per_key(server: TritonServer) -> None:
     process, base = start_gateway(
-        server.grpc_url, "--api-key", "first-key", "--api-key", "other-key", "--rate-limit", "3"
+        server.grpc_url, "--api-key", "first-key", "--api-key", "first-kez", "--rate-limit", "3"
     )
     try:
         body = {"hits": [GOOD_HIT]}
@@ -349,9 +359,17 @@ def test_rate_limit_per_key(server: TritonServer) -> None:
             for _ in range(4)
         ]
         assert codes == [200, 200, 200, 429]
-        other = httpx.post(f"{base}/v1/cluster", json=body, headers={"x-api-key": "other-key"})
-        assert other.status_code == 200  # the limit is per key
+        limited = httpx.post(f"{base}/v1/cluster", json=body, headers={"x-api-key": "first-key"})
+        assert 1 <= int(limited.headers["retry-after"]) <= 61
+        other = httpx.post(f"{base}/v1/cluster", json=body, headers={"x-api-key": "first-kez"})
+        assert other.status_code == 200  # the limit is per key (keys sharing a prefix too)
         assert httpx.get(f"{base}/healthz").status_code == 200
+        guesses = [
+            httpx.post(f"{base}/v1/cluster", json=body, headers={"x-api-key": f"guess-{i}"})
+            for i in range(32)
+        ]
+        assert [g.status_code for g in guesses[:30]] == [401] * 30
+        assert guesses[31].status_code == 429 and "failed authentications" in guesses[31].text
     finally:
         process.terminate()
 

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import hmac
+import logging
 import time
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator
@@ -28,9 +30,10 @@ from importlib import resources
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request, Response, Security
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.security import APIKeyHeader, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -40,6 +43,8 @@ from recoserve.client.results import ClusterResult
 from recoserve.client.sync import RecoError, RejectedInput
 from recoserve.postprocess.tensors import InvalidInput, check_hits, check_tracks
 from recoserve.server import bodies
+
+log = logging.getLogger("recoserve.gateway")
 
 HIT_ROW = {"type": "array", "items": {"type": "number"}, "minItems": 5, "maxItems": 5}
 TRACK_ROW = {"type": "array", "items": {"type": "number"}, "minItems": 9, "maxItems": 9}
@@ -77,6 +82,10 @@ class GatewaySettings:
     max_decoded_bytes: int = 256 * 1024 * 1024  # an npz's inflated / Arrow's decompressed size
     cors_origins: tuple[str, ...] = ()
     simulate_max_particles: int = 200
+    simulate_enabled: bool = True  # POST /v1/simulate (the event display's "simulate" button)
+    failed_auth_per_minute: int = 30  # per client address
+    jwt_audience: str | None = None  # required "aud" claim, when set
+    jwt_issuer: str | None = None  # required "iss" claim, when set
     timeout: float = 60.0
 
     @property
@@ -85,21 +94,26 @@ class GatewaySettings:
 
 
 class GatewayError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.retry_after = retry_after if retry_after is not None or status != 503 else 5
 
 
 class RateLimiter:
-    """Sliding one-minute window per key."""
+    """Sliding one-minute window per key, in bounded memory: windows that emptied are dropped
+    whenever the table grows past ``max_keys``."""
 
-    def __init__(self, per_minute: int) -> None:
+    def __init__(self, per_minute: int, max_keys: int = 10_000) -> None:
         self.per_minute = per_minute
+        self.max_keys = max_keys
         self.calls: dict[str, deque[float]] = defaultdict(deque)
 
     def allow(self, key: str) -> bool:
         now = time.monotonic()
+        if len(self.calls) >= self.max_keys and key not in self.calls:
+            self._forget_idle(now)
         window = self.calls[key]
         while window and now - window[0] > 60.0:
             window.popleft()
@@ -107,6 +121,20 @@ class RateLimiter:
             return False
         window.append(now)
         return True
+
+    def retry_after(self, key: str) -> int:
+        """Seconds until the oldest call of ``key`` leaves its window."""
+        window = self.calls.get(key)
+        return max(1, int(60.0 - (time.monotonic() - window[0])) + 1) if window else 1
+
+    def _forget_idle(self, now: float) -> None:
+        idle = [k for k, w in self.calls.items() if not w or now - w[-1] > 60.0]
+        for key in idle:
+            del self.calls[key]
+        if len(self.calls) >= self.max_keys:  # all active: forget the longest idle half
+            by_last = sorted(self.calls, key=lambda k: self.calls[k][-1])
+            for key in by_last[: len(by_last) // 2]:
+                del self.calls[key]
 
 
 def _request_body(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -144,6 +172,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     )  # fmt: skip
     limiter = RateLimiter(settings.rate_limit_per_minute)
+    failures = RateLimiter(settings.failed_auth_per_minute)
 
     def client() -> AsyncRecoClient:
         if "client" not in state:  # created inside the running loop
@@ -172,32 +201,59 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @app.exception_handler(GatewayError)
     async def gateway_error(_: Request, err: GatewayError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
+        headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else {}
+        if err.retry_after is not None:
+            headers["Retry-After"] = str(err.retry_after)
         return JSONResponse({"detail": err.message}, status_code=err.status, headers=headers)
 
     def authorise(request: Request) -> str:
-        """The caller's key for rate limiting; raises 401 if authentication fails."""
-        caller = request.client.host if request.client else "unknown"
+        """The caller's identity for rate limiting (a hash of the whole API key, the token's
+        subject, or the client address); raises 401 if authentication fails and 429 when an
+        address fails too often or a caller exceeds its rate."""
+        address = request.client.host if request.client else "unknown"
+        caller = address
         if settings.auth_enabled:
-            key = request.headers.get("x-api-key")
-            bearer = request.headers.get("authorization", "")
-            if key is not None:
-                if not any(hmac.compare_digest(key, k) for k in settings.api_keys):
-                    raise GatewayError(401, "invalid API key (header X-API-Key)")
-                caller = f"key:{key[:6]}"
-            elif bearer.lower().startswith("bearer ") and settings.jwt_secret:
-                import jwt
-
-                try:
-                    claims = jwt.decode(bearer[7:], settings.jwt_secret, algorithms=["HS256"])
-                except jwt.PyJWTError as err:
-                    raise GatewayError(401, f"invalid bearer token: {err}") from None
-                caller = f"sub:{claims.get('sub', '?')}"
-            else:
-                raise GatewayError(401, "authentication required: X-API-Key or Bearer token")
+            try:
+                caller = identify(request)
+            except GatewayError:
+                if not failures.allow(address):
+                    raise GatewayError(
+                        429,
+                        f"too many failed authentications from {address}",
+                        failures.retry_after(address),
+                    ) from None
+                raise
         if not limiter.allow(caller):
-            raise GatewayError(429, f"rate limit of {settings.rate_limit_per_minute}/min exceeded")
+            raise GatewayError(
+                429,
+                f"rate limit of {settings.rate_limit_per_minute}/min exceeded",
+                limiter.retry_after(caller),
+            )
         return caller
+
+    def identify(request: Request) -> str:
+        key = request.headers.get("x-api-key")
+        bearer = request.headers.get("authorization", "")
+        if key is not None:
+            if not any(hmac.compare_digest(key, k) for k in settings.api_keys):
+                raise GatewayError(401, "invalid API key (header X-API-Key)")
+            return "key:" + hashlib.sha256(key.encode()).hexdigest()[:24]
+        if bearer.lower().startswith("bearer ") and settings.jwt_secret:
+            import jwt
+
+            try:
+                claims = jwt.decode(
+                    bearer[7:],
+                    settings.jwt_secret,
+                    algorithms=["HS256"],
+                    audience=settings.jwt_audience,
+                    issuer=settings.jwt_issuer,
+                    options={"require": ["exp", "sub"]},
+                )
+            except jwt.PyJWTError as err:
+                raise GatewayError(401, f"invalid bearer token: {err}") from None
+            return f"sub:{claims['sub']}"
+        raise GatewayError(401, "authentication required: X-API-Key or Bearer token")
 
     async def read_events(request: Request, batch: bool) -> list[tuple[np.ndarray, ...]]:
         length = request.headers.get("content-length")
@@ -269,7 +325,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         except RejectedInput as err:  # by status code, never by the message's text
             raise GatewayError(422, str(err)) from None
         except RecoError as err:
-            raise GatewayError(503, f"reconstruction service unavailable: {err}") from None
+            log.warning("reconstruction failed: %s", err)  # addresses stay in the log
+            raise GatewayError(503, "reconstruction service unavailable; try again later") from None
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -300,6 +357,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         503: {"description": "Triton unavailable"},
     }
 
+    # Declared in the OpenAPI schema (Swagger UI's "Authorize"); ``authorise`` does the checks.
+    credentials = [
+        Security(APIKeyHeader(name="X-API-Key", auto_error=False)),
+        Security(HTTPBearer(auto_error=False)),
+    ]
+
     def events_endpoint(kind: str, batch: bool, doc: str) -> Any:
         async def endpoint(request: Request) -> Response:
             authorise(request)
@@ -325,11 +388,17 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             tags=["reconstruction"],
             openapi_extra=_request_body(schema, body),
             responses=errors,
+            dependencies=credentials,
         )
 
-    @app.post("/v1/simulate", tags=["display"], responses=errors)
-    async def simulate(particles: int = 30, seed: int = 1, jets: bool = False) -> JSONResponse:
+    @app.post("/v1/simulate", tags=["display"], responses=errors, dependencies=credentials)
+    async def simulate(
+        request: Request, particles: int = 30, seed: int = 1, jets: bool = False
+    ) -> JSONResponse:
         """A simulated event (hits and tracks) for the event display."""
+        if not settings.simulate_enabled:
+            raise GatewayError(404, "simulation is switched off on this gateway")
+        authorise(request)
         if not 1 <= particles <= settings.simulate_max_particles:
             raise GatewayError(
                 422, f"particles must be 1..{settings.simulate_max_particles}, got {particles}"
