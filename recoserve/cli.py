@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -945,9 +946,10 @@ def serve(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the models.")] = 300.0,
 ) -> None:
     """Start the embedded Triton (CPU, local flavour) with both public models, and the REST
-    gateway beside it; Ctrl-C, SIGTERM or SIGHUP stops both (exit status 128 + signal)."""
+    gateway beside it; a crashed Triton is restarted (up to 5 times in a row, with backoff);
+    Ctrl-C, SIGTERM or SIGHUP stops both (exit status 128 + signal)."""
     from recoserve.export.repository import build_repository, repository_is_current
-    from recoserve.server.triton import Ports, TritonError, TritonServer, port_is_free
+    from recoserve.server.triton import Ports, TritonError, TritonServer, Watchdog, port_is_free
 
     if gateway_port and not port_is_free(gateway_port, host):
         raise _fail(f"the gateway port {gateway_port} is taken; choose another with --gateway-port")
@@ -958,6 +960,11 @@ def serve(
         except (FileNotFoundError, RuntimeError) as err:
             raise _fail(str(err)) from None
     server = TritonServer(repository, Ports(http_port, grpc_port, metrics_port), host=host)
+    watchdog = Watchdog(
+        server,
+        log=lambda line: console.print(f"[bold yellow]watchdog:[/] {line}"),
+        on_give_up=lambda: os.kill(os.getpid(), signal.SIGTERM),
+    )
     try:
         with _stopped_by_signals():
             try:
@@ -977,16 +984,18 @@ def serve(
                 table.add_row("REST gateway (OpenAPI)", f"http://{host}:{gateway_port}/docs")
                 table.add_row("event display", f"http://{host}:{gateway_port}/")
             Console().print(table)
+            watchdog.start()  # a crashed Triton is restarted (bounded, with backoff)
             _serve_until_stopped(
-                server, gateway_port, grpc_port, host, api_key, jwt_secret, cors, rate_limit
+                gateway_port, grpc_port, host, api_key, jwt_secret, cors, rate_limit
             )
     finally:
         console.print("stopping ...")
-        server.stop()
+        watchdog.shutdown()
+        if watchdog.gave_up:
+            raise typer.Exit(code=1)
 
 
 def _serve_until_stopped(
-    server: Any,
     gateway_port: int,
     grpc_port: int,
     host: str,
@@ -995,7 +1004,8 @@ def _serve_until_stopped(
     cors: list[str] | None,
     rate_limit: int,
 ) -> None:
-    """Run the gateway in front of ``server`` (or just watch it) until a signal or its end."""
+    """Run the gateway in front of Triton (or just wait) until a stop signal; the watchdog
+    restarts a crashed Triton meanwhile, and signals this process if it gives up."""
     if gateway_port:
         import uvicorn
 
@@ -1008,9 +1018,8 @@ def _serve_until_stopped(
         # signal again, which our handlers turn into the exit above.
         uvicorn.run(create_app(settings), host=host, port=gateway_port, log_level="warning")
     else:
-        while server.process is not None and server.process.poll() is None:
-            time.sleep(0.5)
-        raise _fail(f"Triton stopped unexpectedly; end of its log:\n{server.log_tail()}")
+        while True:
+            time.sleep(3600)
 
 
 @app.command("scale-out")

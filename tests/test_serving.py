@@ -325,6 +325,54 @@ def test_recoserve_serve_starts_everything_and_stops_on_every_stop_signal(
     assert not any(_listening(port) for port in (http, grpc, metrics, gateway))
 
 
+def test_recoserve_serve_restarts_a_crashed_triton(repository: Path) -> None:
+    """SIGKILL of Triton under `recoserve serve`: its stubs go with it, a new Triton is ready on
+    the same ports, and a client with retries loses no event across the crash."""
+    from recoserve.client import RecoClient
+
+    http, grpc, metrics = free_ports(3)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "recoserve.cli", "serve", "--repository", str(repository),
+         "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
+         "--gateway-port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    events = [pf_event(931, i) for i in range(6)]
+    try:
+        first = _wait_for_triton(process.pid, http)
+        old = [first, *first.children(recursive=True)]
+        assert any("triton_python_backend_stub" in " ".join(p.cmdline()) for p in old)
+        with RecoClient(f"127.0.0.1:{grpc}", retries=10, backoff=0.5, cooldown=0.5) as client:
+            before = [client.reconstruct(e) for e in events[:3]]
+            first.kill()  # a crash
+            after = [client.reconstruct(e) for e in events[3:]]  # retried until it is back
+        assert len(before) + len(after) == 6 and all(r.candidates.size for r in before + after)
+        second = _wait_for_triton(process.pid, http)
+        assert second.pid != first.pid
+        survivors = [p for p in old if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        assert not survivors, [" ".join(p.cmdline()) for p in survivors]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    assert "restarting" in output and "ready again" in output, output
+    assert not any(_listening(port) for port in (http, grpc, metrics))
+
+
+def _wait_for_triton(serve_pid: int, http: int, timeout: float = 180.0) -> psutil.Process:
+    """The ready tritonserver child of a `recoserve serve` process."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        children = psutil.Process(serve_pid).children()
+        tritons = [c for c in children if "tritonserver" in " ".join(c.cmdline())]
+        with contextlib.suppress(OSError):
+            url = f"http://127.0.0.1:{http}/v2/health/ready"
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200 and tritons and tritons[0].is_running():
+                    return tritons[0]
+        time.sleep(0.2)
+    raise AssertionError("no ready Triton under recoserve serve")
+
+
 def _listening(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0

@@ -16,10 +16,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,7 +122,7 @@ class TritonServer:
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.metrics}/metrics"
 
-    def launch(self, extra_args: tuple[str, ...] = ()) -> None:
+    def launch(self, extra_args: tuple[str, ...] = (), append_log: bool = False) -> None:
         if not (self.repository / "hgcal_clustering" / "config.pbtxt").exists():
             raise TritonError(
                 f"no model repository at {self.repository}; write one with "
@@ -156,7 +157,7 @@ class TritonServer:
         log = self.log_path or self.repository.parent / "triton.log"
         self.log_path = log
         log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "wb") as sink:
+        with open(log, "ab" if append_log else "wb") as sink:
             # Its own process group: the Python-backend stubs it forks join it, so ``stop`` can
             # end them too (they ignore SIGTERM and outlive a crashed Triton otherwise).
             self.process = subprocess.Popen(
@@ -227,3 +228,82 @@ def start_triton(
         yield server
     finally:
         server.stop()
+
+
+class Watchdog(threading.Thread):
+    """Restarts a crashed Triton: polls the process every ``poll`` seconds; when it has exited,
+    ends what is left of its process group (the stubs), relaunches it on the same ports and
+    waits until it is ready, with backoff (1, 2, 4 ... s) and at most ``max_restarts`` restarts
+    in a row that fail or crash within a minute. Each step is logged through ``log``; when it
+    gives up, ``gave_up`` holds why and ``on_give_up`` is called."""
+
+    def __init__(
+        self,
+        server: TritonServer,
+        log: Callable[[str], object],
+        on_give_up: Callable[[], object],
+        max_restarts: int = 5,
+        poll: float = 0.5,
+        ready_timeout: float = 300.0,
+    ) -> None:
+        super().__init__(name="triton-watchdog", daemon=True)
+        self.server = server
+        self.log = log
+        self.on_give_up = on_give_up
+        self.max_restarts = max_restarts
+        self.poll = poll
+        self.ready_timeout = ready_timeout
+        self.restarts = 0
+        self.gave_up: str | None = None
+        self._stop_event = threading.Event()
+        self._lock = threading.Lock()  # a relaunch and a shutdown never interleave
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop watching and stop the server (no restart can start after this)."""
+        with self._lock:
+            self._stop_event.set()
+            self.server.stop(timeout)
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(10.0)
+
+    def run(self) -> None:
+        failures = 0
+        healthy_since = time.monotonic()
+        while not self._stop_event.wait(self.poll):
+            process = self.server.process
+            if process is None or process.poll() is None:
+                continue
+            if time.monotonic() - healthy_since > 60.0:
+                failures = 0  # it ran a while: a new crash starts a new count
+            failures += 1
+            if failures > self.max_restarts:
+                self.gave_up = (
+                    f"Triton crashed {failures} times in a row (last exit code "
+                    f"{process.returncode}); giving up. End of its log ({self.server.log_path}):"
+                    f"\n{self.server.log_tail()}"
+                )
+                self.log(self.gave_up)
+                self.on_give_up()
+                return
+            delay = 2.0 ** (failures - 1)
+            self.log(
+                f"Triton exited with code {process.returncode}; restarting in {delay:.0f} s "
+                f"(attempt {failures} of {self.max_restarts})"
+            )
+            self.server.stop()  # ends the crashed server's stubs too
+            if self._stop_event.wait(delay):
+                return
+            try:
+                with self._lock:
+                    if self._stop_event.is_set():
+                        return
+                    self.server.launch(append_log=True)
+                self.server.wait_ready(self.ready_timeout)
+            except TritonError as err:
+                if self._stop_event.is_set():
+                    return
+                self.log(f"restart {failures} failed: {str(err).splitlines()[0]}")
+                continue
+            self.restarts += 1
+            healthy_since = time.monotonic()
+            self.log(f"Triton is ready again (restart {self.restarts})")
