@@ -207,6 +207,20 @@ def test_failover_retries_and_errors(server: TritonServer, events: list) -> None
         c.reconstruct((hits, events[1].tracks.features()))
 
 
+def test_connection_problems_are_told_apart(server: TritonServer) -> None:
+    dead = f"127.0.0.1:{free_ports(1)[0]}"
+    for url, fragment in (
+        (dead, "nothing listens there"),
+        (server.http_url, "an HTTP endpoint, not gRPC"),
+    ):
+        with RecoClient(url, retries=0) as c, pytest.raises(RecoError, match=fragment):
+            c.reconstruct((np.zeros((1, 5), np.float32), np.zeros((0, 9), np.float32)))
+    with pytest.raises(ValueError, match="without a scheme"):
+        RecoClient(f"grpc://{server.grpc_url}")
+    with pytest.raises(ValueError, match="not host:port"):
+        RecoClient("127.0.0.1")
+
+
 def test_model_check_and_compression(server: TritonServer, events: list) -> None:
     with RecoClient(server.grpc_url, compression="gzip", shared_memory="never") as c:
         params = c.check_model()

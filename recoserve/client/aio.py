@@ -28,6 +28,7 @@ from recoserve.client.sync import (
     _message,
     checked_parameters,
     connection_options,
+    diagnose,
     event_arrays,
     final_error,
     is_transient,
@@ -145,7 +146,10 @@ class AsyncRecoClient:
                     self._checked.add(server.url)
                 return server
             server.state.failed(self.cooldown)
-        raise RecoError(f"no healthy server with {model} among {[s.url for s in self.servers]}")
+        reasons = await asyncio.gather(
+            *(asyncio.to_thread(diagnose, s.url, model) for s in self.servers)
+        )
+        raise RecoError(f"no healthy server with {model}: {'; '.join(reasons)}")
 
     async def _call(
         self, model: str, tensors: dict[str, np.ndarray], names: tuple[str, ...]

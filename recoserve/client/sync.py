@@ -25,7 +25,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,6 +105,8 @@ def connection_options(
     urls = [servers] if isinstance(servers, str) else list(servers)
     if not urls:
         raise ValueError("give at least one server URL")
+    for url in urls:
+        check_address(url)
     if compression not in (None, "gzip", "deflate"):
         raise ValueError("compression must be None, 'gzip' or 'deflate'")
     options: dict[str, Any] = {"ssl": ssl}
@@ -116,6 +118,42 @@ def connection_options(
         if value is not None:
             options[key] = str(value)
     return urls, options
+
+
+def check_address(url: str) -> None:
+    """A gRPC address is host:port, without a scheme; ValueError with the fix otherwise."""
+    if "://" in url:
+        bare = url.split("://", 1)[1].rstrip("/")
+        raise ValueError(f"{url!r}: give host:port without a scheme, e.g. {bare!r}")
+    host, _, port = url.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(
+            f"{url!r} is not host:port; Triton's gRPC port is 8001 by default (e.g. 127.0.0.1:8001)"
+        )
+
+
+def diagnose(url: str, model: str, ready: Callable[[], bool] | None = None) -> str:
+    """Why ``url`` cannot serve ``model``, in words a user can act on (only on failures)."""
+    import socket
+
+    host, _, port = url.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=2.0) as probe:
+            probe.sendall(b"GET /v2/health/live HTTP/1.0\r\n\r\n")
+            probe.settimeout(2.0)
+            head = probe.recv(64)
+    except ConnectionRefusedError:
+        return f"{url}: nothing listens there (is `recoserve serve` running?)"
+    except OSError as err:
+        return f"{url}: cannot connect ({err})"
+    if head.startswith(b"HTTP/"):
+        return (
+            f"{url}: an HTTP endpoint, not gRPC (Triton's HTTP port is 8000 and its gRPC port "
+            "8001 by default; the REST gateway, 8080, is for HTTP clients)"
+        )
+    if ready is not None and ready():
+        return f"{url}: Triton is up but {model} is not ready (still loading, or not served)"
+    return f"{url}: a gRPC endpoint that does not answer as Triton (not ready, or not Triton)"
 
 
 def checked_parameters(
@@ -155,6 +193,12 @@ class _Server:
     def healthy(self, model: str) -> bool:
         try:
             return bool(self.client.is_server_ready() and self.client.is_model_ready(model))
+        except Exception:
+            return False
+
+    def server_ready(self) -> bool:
+        try:
+            return bool(self.client.is_server_ready())
         except Exception:
             return False
 
@@ -392,7 +436,8 @@ class RecoClient:
                     self._checked.add(server.url)
                 return server
             server.state.failed(self.cooldown)
-        raise RecoError(f"no healthy server with {model} among {[s.url for s in self.servers]}")
+        reasons = "; ".join(diagnose(s.url, model, s.server_ready) for s in self.servers)
+        raise RecoError(f"no healthy server with {model}: {reasons}")
 
     def _inputs(self, tensors: dict[str, np.ndarray]) -> list[Any]:
         grpcclient = _grpc()
