@@ -1103,6 +1103,10 @@ def gateway(
     settings = _gateway_settings(
         triton or ["127.0.0.1:8001"], api_key, jwt_secret, cors, rate_limit
     )
+    console.print(
+        f"recoserve gateway on http://{host}:{port} (OpenAPI: /docs) in front of Triton "
+        f"{', '.join(settings.triton)}; Ctrl-C to stop"
+    )
     with _stopped_by_signals():
         uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
 

@@ -215,6 +215,11 @@ def test_connection_problems_are_told_apart(server: TritonServer) -> None:
     ):
         with RecoClient(url, retries=0) as c, pytest.raises(RecoError, match=fragment):
             c.reconstruct((np.zeros((1, 5), np.float32), np.zeros((0, 9), np.float32)))
+    hits64 = np.array([[10.0, 20.0, 330.0, 0.5, 11.0]])  # float64, as numpy makes it
+    with RecoClient(server.grpc_url, shared_memory="never") as c:
+        assert c.cluster(hits64).hit_cluster.shape == (1,)
+        with pytest.raises(InvalidInput, match="non-finite"):
+            c.cluster(hits64 * np.array([1, 1, 1, 1e300, 1]))  # beyond float32
     with pytest.raises(ValueError, match="without a scheme"):
         RecoClient(f"grpc://{server.grpc_url}")
     with pytest.raises(ValueError, match="not host:port"):

@@ -86,7 +86,12 @@ def test_health_readiness_and_metrics(gateway: str) -> None:
 def test_readyz_reflects_triton(tmp_path: Path) -> None:
     process, base = start_gateway(f"127.0.0.1:{free_ports(1)[0]}")  # nobody there
     try:
-        assert httpx.get(f"{base}/readyz").status_code == 503
+        ready = httpx.get(f"{base}/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["servers"] == [
+            {"triton": 1, "models_ready": {"hgcal_clustering": False, "event_reco": False}}
+        ]
+        assert "127.0.0.1" not in ready.text  # no internal address
         assert httpx.get(f"{base}/healthz").status_code == 200
     finally:
         process.terminate()

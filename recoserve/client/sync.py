@@ -82,15 +82,24 @@ class Outcome:
 def event_arrays(
     event: Event | tuple[np.ndarray, np.ndarray] | np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(hits [N, 5], tracks [T, 9]) float32 from an Event, a (hits, tracks) pair or hits alone;
-    raises InvalidInput naming the problem."""
+    """(hits [N, 5], tracks [T, 9]) float32 from an Event, a (hits, tracks) pair or hits alone
+    (float64 or float16 arrays are converted; a value beyond float32's range becomes inf and is
+    refused); raises InvalidInput naming the problem."""
     if isinstance(event, Event):
         hits, tracks = event.hits.features(), event.tracks.features()
     elif isinstance(event, tuple):
         hits, tracks = event
     else:
         hits, tracks = event, np.zeros((0, 9), np.float32)
-    return check_hits(np.asarray(hits)), check_tracks(np.asarray(tracks))
+    return check_hits(_float32(hits)), check_tracks(_float32(tracks))
+
+
+def _float32(table: np.ndarray) -> np.ndarray:
+    array = np.asarray(table)
+    if array.dtype.kind == "f" and array.dtype != np.float32:
+        with np.errstate(over="ignore"):  # beyond float32: inf, refused by the check
+            return array.astype(np.float32)
+    return array
 
 
 def connection_options(

@@ -335,11 +335,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @app.get("/readyz", tags=["health"], responses={503: {"description": "Triton not ready"}})
     async def readyz() -> JSONResponse:
-        """Ready when a Triton server answers with both public models ready."""
-        for server in client().servers:
-            if await server.healthy("hgcal_clustering") and await server.healthy("event_reco"):
-                return JSONResponse({"status": "ready", "triton": server.url})
-        return JSONResponse({"status": "not ready"}, status_code=503)
+        """Ready when a Triton server answers with both public models ready; otherwise says,
+        per Triton server (numbered in the order configured, no addresses), what is not."""
+        report = []
+        for number, server in enumerate(client().servers, start=1):
+            models = {m: await server.healthy(m) for m in ("hgcal_clustering", "event_reco")}
+            if all(models.values()):
+                return JSONResponse({"status": "ready", "triton": number})
+            report.append({"triton": number, "models_ready": models})
+        return JSONResponse({"status": "not ready", "servers": report}, status_code=503)
 
     @app.get("/metrics", tags=["health"])
     async def metrics() -> Response:
