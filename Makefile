@@ -73,8 +73,8 @@ train-mlpf: $(STAMP)
 # The physics benchmark: every class, tunings on validation events, tables into the docs.
 CLASSES ?= gun dense jets jets_pu140
 evaluate: $(STAMP)
-	for c in $(CLASSES); do $(VENV)/bin/recoserve evaluate clustering --class $$c; done
-	for c in $(CLASSES); do $(VENV)/bin/recoserve evaluate chain --class $$c; done
+	for c in $(CLASSES); do $(VENV)/bin/recoserve evaluate clustering --class $$c -o docs/results/benchmark; done
+	for c in $(CLASSES); do $(VENV)/bin/recoserve evaluate chain --class $$c -o docs/results/benchmark; done
 	$(PY) benchmarks/physics_tables.py
 
 evaluate-clustering: $(STAMP)

@@ -22,6 +22,16 @@ from recoserve.metrics.chains import ALL_CHAINS, PF_LEVEL_CHAINS
 from recoserve.metrics.tuning_store import CHECKPOINTS
 from recoserve.sim.particles import DEFAULT_GUN_SPECIES, GunConfig
 
+# Defaults that do not depend on the current directory (the committed checkpoints), and
+# outputs that land in the current directory, never in the source tree unless asked
+# (`make evaluate` writes docs/results/benchmark on purpose).
+CLUSTERING_CHECKPOINT = CHECKPOINTS / "clustering" / "gravnet_oc.pt"
+MLPF_CHECKPOINT = CHECKPOINTS / "mlpf" / "mlpf.pt"
+_BenchmarkDir = Annotated[
+    Path, typer.Option("-o", "--output-dir", help="Where the JSON and figures go.")
+]
+BENCHMARK_DIR = Path("recoserve-results/benchmark")
+
 app = typer.Typer(
     help="recoserve: particle reconstruction as a service (simulation, event files, plots).",
     no_args_is_help=True,
@@ -438,9 +448,9 @@ app.add_typer(train_app, name="train")
 
 @train_app.command("clustering")
 def train_clustering_command(
-    output: Annotated[Path, typer.Option("-o", "--output", help="Checkpoint to write.")] = Path(
-        "checkpoints/clustering/training/gravnet_oc.pt"
-    ),
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Checkpoint to write.")
+    ] = CHECKPOINTS / "clustering" / "training" / "gravnet_oc.pt",
     data_dir: Annotated[Path, typer.Option(help="Where simulated training data is cached.")] = Path(
         "data/clustering"
     ),
@@ -502,9 +512,9 @@ def train_clustering_command(
 
 @train_app.command("mlpf")
 def train_mlpf_command(
-    output: Annotated[Path, typer.Option("-o", "--output", help="Checkpoint to write.")] = Path(
-        "checkpoints/mlpf/mlpf.pt"
-    ),
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Checkpoint to write.")
+    ] = MLPF_CHECKPOINT,
     data_dir: Annotated[Path, typer.Option(help="Where the prepared elements are cached.")] = Path(
         "data/mlpf"
     ),
@@ -561,9 +571,7 @@ def export_clustering_command(
     output_dir: Annotated[Path, typer.Option("-o", "--output-dir", help="Where to write.")] = Path(
         "exports/clustering"
     ),
-    checkpoint: Annotated[Path, typer.Option(help="Trained checkpoint.")] = Path(
-        "checkpoints/clustering/gravnet_oc.pt"
-    ),
+    checkpoint: Annotated[Path, typer.Option(help="Trained checkpoint.")] = CLUSTERING_CHECKPOINT,
 ) -> None:
     """TorchScript + ONNX (dynamic number of hits), checked against eager on fresh events."""
     from recoserve.export.clustering import export_clustering
@@ -580,9 +588,7 @@ def export_mlpf_command(
     output_dir: Annotated[Path, typer.Option("-o", "--output-dir", help="Where to write.")] = Path(
         "exports/mlpf"
     ),
-    checkpoint: Annotated[Path, typer.Option(help="Trained checkpoint.")] = Path(
-        "checkpoints/mlpf/mlpf.pt"
-    ),
+    checkpoint: Annotated[Path, typer.Option(help="Trained checkpoint.")] = MLPF_CHECKPOINT,
 ) -> None:
     """TorchScript + ONNX (dynamic number of elements), checked against eager on fresh events."""
     from recoserve.export.mlpf import export_mlpf
@@ -653,12 +659,8 @@ def evaluate_clustering_command(
     validation_events: Annotated[
         int, typer.Option(min=1, help="Validation events for tuning CLUE and the thresholds.")
     ] = 200,
-    output_dir: Annotated[Path, typer.Option("-o", "--output-dir")] = Path(
-        "docs/results/benchmark"
-    ),
-    checkpoint: Annotated[Path, typer.Option(help="Trained checkpoint.")] = Path(
-        "checkpoints/clustering/gravnet_oc.pt"
-    ),
+    output_dir: _BenchmarkDir = BENCHMARK_DIR,
+    checkpoint: Annotated[Path, typer.Option(help="Trained checkpoint.")] = CLUSTERING_CHECKPOINT,
     tunings: Annotated[Path, _TUNINGS_OPTION] = TUNINGS,
 ) -> None:
     """GravNet + object condensation vs tuned CLUE on one event class's test events (or an
@@ -752,13 +754,11 @@ def _evaluate_chains(
     console.print(f"written to {output}")
 
 
-# Options shared by `evaluate pf` and `evaluate chain`.
+# Options shared by the `evaluate` commands.
 _TestEvents = Annotated[int, typer.Option("--events", "-n", min=1, help="Test events.")]
 _CalibrationEvents = Annotated[
     int, typer.Option(min=1, help="Validation events for the PF calibrations.")
 ]
-_BenchmarkDir = Annotated[Path, typer.Option("-o", "--output-dir")]
-BENCHMARK_DIR = Path("docs/results/benchmark")
 
 
 @evaluate_app.command("pf")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from recoserve.cli import app
+from recoserve.cli import BENCHMARK_DIR, app
 from recoserve.events.parquet import read_events, read_metadata
 
 runner = CliRunner()
@@ -155,3 +155,15 @@ def test_evaluate_clustering_and_chain_tune_on_validation_then_report(tmp_path: 
     combined = json.loads((results / "chain_benchmark.json").read_text())
     assert set(combined["classes"]) == {"jets", "file:gen.parquet"}
     assert combined["classes"]["file:gen.parquet"]["tuned_on"] == "jets"
+
+
+def test_commands_do_not_depend_on_the_current_directory(tmp_path: Path) -> None:
+    """From any directory, `export clustering` finds the committed checkpoint, and the
+    evaluate commands' results go under the current directory, not into the source tree."""
+    done = subprocess.run(
+        [sys.executable, "-m", "recoserve.cli", "export", "clustering", "-o", "out"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "gravnet_oc.onnx").exists()
+    assert not BENCHMARK_DIR.is_absolute() and BENCHMARK_DIR.parts[0] != "docs"
