@@ -944,12 +944,26 @@ def serve(
     cors: CorsOption = None,
     rate_limit: RateOption = 600,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the models.")] = 300.0,
+    building_blocks: Annotated[
+        bool,
+        typer.Option(
+            help="Also load gravnet_oc, condensation, mlpf and mlpf_decode (the public models "
+            "run the networks inline and never call them)."
+        ),
+    ] = False,
 ) -> None:
     """Start the embedded Triton (CPU, local flavour) with both public models, and the REST
     gateway beside it; a crashed Triton is restarted (up to 5 times in a row, with backoff);
     Ctrl-C, SIGTERM or SIGHUP stops both (exit status 128 + signal)."""
     from recoserve.export.repository import build_repository, repository_is_current
-    from recoserve.server.triton import Ports, TritonError, TritonServer, Watchdog, port_is_free
+    from recoserve.server.triton import (
+        Ports,
+        TritonError,
+        TritonServer,
+        Watchdog,
+        port_is_free,
+        public_models_only,
+    )
 
     if gateway_port and not port_is_free(gateway_port, host):
         raise _fail(f"the gateway port {gateway_port} is taken; choose another with --gateway-port")
@@ -959,7 +973,12 @@ def serve(
             build_repository(repository, "local")
         except (FileNotFoundError, RuntimeError) as err:
             raise _fail(str(err)) from None
-    server = TritonServer(repository, Ports(http_port, grpc_port, metrics_port), host=host)
+    server = TritonServer(
+        repository,
+        Ports(http_port, grpc_port, metrics_port),
+        host=host,
+        extra_args=() if building_blocks else public_models_only(),
+    )
     watchdog = Watchdog(
         server,
         log=lambda line: console.print(f"[bold yellow]watchdog:[/] {line}"),

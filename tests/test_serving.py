@@ -313,6 +313,13 @@ def test_recoserve_serve_starts_everything_and_stops_on_every_stop_signal(
         assert client.is_model_ready("event_reco") and client.is_model_ready("hgcal_clustering")
         started = psutil.Process(process.pid).children(recursive=True)
         assert any("tritonserver" in " ".join(p.cmdline()) for p in started)
+        # only what the public path runs is loaded: no stub for the building blocks
+        index = client.get_model_repository_index(as_json=True)["models"]
+        loaded = {m["name"] for m in index if m.get("state") == "READY"}
+        assert loaded == {"hgcal_clustering", "event_reco"}
+        stubs = [" ".join(p.cmdline()) for p in started if "backend_stub" in " ".join(p.cmdline())]
+        blocks = ("/gravnet_oc/", "/condensation/", "/mlpf/", "/mlpf_decode/")
+        assert stubs and not any(b in stub for stub in stubs for b in blocks)
         time.sleep(2.0)  # Triton answers ready a poll (0.25 s) before serve prints its table
     finally:
         process.send_signal(stop)

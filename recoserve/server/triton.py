@@ -109,6 +109,7 @@ class TritonServer:
     log_path: Path | None = None
     host: str = "127.0.0.1"  # where Triton listens; 0.0.0.0 to serve other machines
     process: subprocess.Popen[bytes] | None = None
+    extra_args: tuple[str, ...] = ()  # tritonserver options of every launch (and relaunch)
 
     @property
     def http_url(self) -> str:
@@ -123,6 +124,7 @@ class TritonServer:
         return f"http://127.0.0.1:{self.ports.metrics}/metrics"
 
     def launch(self, extra_args: tuple[str, ...] = (), append_log: bool = False) -> None:
+        extra_args = (*self.extra_args, *extra_args)
         if not (self.repository / "hgcal_clustering" / "config.pbtxt").exists():
             raise TritonError(
                 f"no model repository at {self.repository}; write one with "
@@ -307,3 +309,13 @@ class Watchdog(threading.Thread):
             self.restarts += 1
             healthy_since = time.monotonic()
             self.log(f"Triton is ready again (restart {self.restarts})")
+
+
+PUBLIC_MODELS = ("hgcal_clustering", "event_reco")
+
+
+def public_models_only() -> tuple[str, ...]:
+    """tritonserver options that load only the public models: in the local flavour they run
+    both networks inline, so the building blocks (gravnet_oc, condensation, mlpf, mlpf_decode)
+    would be Python-backend stubs that nothing calls."""
+    return ("--model-control-mode=explicit", *(f"--load-model={m}" for m in PUBLIC_MODELS))
