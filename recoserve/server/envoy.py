@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from recoserve.server.triton import TritonServer, free_ports, start_triton
+from recoserve.server.triton import TritonServer, free_ports, public_models_only, start_triton
 
 
 def envoy_config(
@@ -201,7 +201,13 @@ def scale_out(
     """``replicas`` embedded Tritons on free ports behind one Envoy on 127.0.0.1."""
     with contextlib.ExitStack() as stack:
         servers = [
-            stack.enter_context(start_triton(repository, log_path=workdir / f"triton-{i}.log"))
+            stack.enter_context(
+                start_triton(
+                    repository,
+                    log_path=workdir / f"triton-{i}.log",
+                    extra_args=public_models_only(),
+                )
+            )
             for i in range(replicas)
         ]
         listen, admin = free_ports(2)
