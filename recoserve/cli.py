@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import time
@@ -78,6 +79,22 @@ def _stopped_by_signals() -> Iterator[None]:
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+def _strict_json(value: Any, indent: int = 1) -> str:
+    """JSON that other tools can read: a non-finite float (a fit that did not converge) is
+    null, never Python's Infinity or NaN tokens."""
+    return json.dumps(_finite_or_none(value), indent=indent, allow_nan=False) + "\n"
 
 
 def _fail(message: str) -> typer.Exit:
@@ -337,7 +354,7 @@ def resolution(
     if json_output:
         json_output.parent.mkdir(parents=True, exist_ok=True)
         json_output.write_text(
-            json.dumps({"events_per_point": events, "seed": seed, "scan": scan}, indent=2)
+            _strict_json({"events_per_point": events, "seed": seed, "scan": scan}, indent=2)
         )
     for name, result in scan.items():
         fit = result["fit"]

@@ -167,3 +167,11 @@ def test_commands_do_not_depend_on_the_current_directory(tmp_path: Path) -> None
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out" / "gravnet_oc.onnx").exists()
     assert not BENCHMARK_DIR.is_absolute() and BENCHMARK_DIR.parts[0] != "docs"
+
+
+def test_json_outputs_never_hold_infinity_or_nan() -> None:
+    from recoserve.cli import _strict_json
+
+    text = _strict_json({"fit": {"a": float("inf"), "b": [1.5, float("nan")]}})
+    assert json.loads(text) == {"fit": {"a": None, "b": [1.5, None]}}
+    assert "Infinity" not in text and "NaN" not in text
