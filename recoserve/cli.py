@@ -32,6 +32,10 @@ _BenchmarkDir = Annotated[
     Path, typer.Option("-o", "--output-dir", help="Where the JSON and figures go.")
 ]
 BENCHMARK_DIR = Path("recoserve-results/benchmark")
+_ClusteringCheckpoint = Annotated[
+    Path, typer.Option(help="Clustering checkpoint to serve (your own model).")
+]
+_MlpfCheckpoint = Annotated[Path, typer.Option(help="MLPF checkpoint to serve (your own model).")]
 
 app = typer.Typer(
     help="recoserve: particle reconstruction as a service (simulation, event files, plots).",
@@ -631,6 +635,8 @@ def export_repository_command(
     instances: Annotated[int, typer.Option(help="Instances of each public model.")] = 2,
     threads: Annotated[int, typer.Option(help="ONNX Runtime threads per instance.")] = 1,
     version: Annotated[int, typer.Option(help="Model version directory to write.")] = 1,
+    clustering_checkpoint: _ClusteringCheckpoint = CLUSTERING_CHECKPOINT,
+    mlpf_checkpoint: _MlpfCheckpoint = MLPF_CHECKPOINT,
 ) -> None:
     """Export both networks (parity-checked) and write the Triton model repository."""
     from recoserve.export.repository import ServingOptions, build_repository
@@ -641,7 +647,13 @@ def export_repository_command(
         max_batch_size=max_batch_size, instances=instances, threads=threads, version=version
     )
     try:
-        manifest = build_repository(output, flavour, options)  # type: ignore[arg-type]
+        manifest = build_repository(
+            output,
+            flavour,  # type: ignore[arg-type]
+            options,
+            clustering_checkpoint=clustering_checkpoint,
+            mlpf_checkpoint=mlpf_checkpoint,
+        )
     except (FileNotFoundError, RuntimeError) as err:
         raise _fail(str(err)) from None
     console.print(
@@ -961,6 +973,8 @@ def serve(
     cors: CorsOption = None,
     rate_limit: RateOption = 600,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the models.")] = 300.0,
+    clustering_checkpoint: _ClusteringCheckpoint = CLUSTERING_CHECKPOINT,
+    mlpf_checkpoint: _MlpfCheckpoint = MLPF_CHECKPOINT,
     building_blocks: Annotated[
         bool,
         typer.Option(
@@ -984,10 +998,15 @@ def serve(
 
     if gateway_port and not port_is_free(gateway_port, host):
         raise _fail(f"the gateway port {gateway_port} is taken; choose another with --gateway-port")
-    if not repository_is_current(repository):
+    if not repository_is_current(repository, "local", clustering_checkpoint, mlpf_checkpoint):
         console.print(f"exporting the model repository to {repository} ...")
         try:
-            build_repository(repository, "local")
+            build_repository(
+                repository,
+                "local",
+                clustering_checkpoint=clustering_checkpoint,
+                mlpf_checkpoint=mlpf_checkpoint,
+            )
         except (FileNotFoundError, RuntimeError) as err:
             raise _fail(str(err)) from None
     server = TritonServer(

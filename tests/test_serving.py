@@ -383,3 +383,34 @@ def _wait_for_triton(serve_pid: int, http: int, timeout: float = 180.0) -> psuti
 def _listening(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_your_own_checkpoint_is_served_and_equals_in_process(tmp_path: Path) -> None:
+    """`export repository --clustering-checkpoint` with the run in progress (the current
+    design: detector inputs, face-ordered candidates): parity-checked export, the served hash
+    is that checkpoint's, and the served clusters equal the in-process ones on its ONNX graph."""
+    import hashlib
+
+    from recoserve.client import RecoClient
+
+    own = Path(__file__).resolve().parents[1] / "checkpoints/clustering/training/gravnet_oc.pt"
+    repo = tmp_path / "own_repository"
+    done = subprocess.run(
+        [sys.executable, "-m", "recoserve.cli", "export", "repository", "-o", str(repo),
+         "--clustering-checkpoint", str(own)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    reference = ClusteringPipeline(
+        own, backend="onnx", exported=repo / "gravnet_oc" / "1" / "model.onnx"
+    )
+    with (
+        start_triton(repo, log_path=tmp_path / "triton.log") as server,
+        RecoClient(server.grpc_url, shared_memory="never") as client,
+    ):
+        served = client.check_model()
+        assert served["clustering_sha256"] == hashlib.sha256(own.read_bytes()).hexdigest()
+        for i in range(2):
+            hits, _ = fresh_event(i)
+            result = client.cluster(hits)
+            np.testing.assert_array_equal(result.hit_cluster, reference.cluster(hits).hit_cluster)

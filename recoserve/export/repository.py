@@ -294,8 +294,13 @@ def export_served_network(
     return None, dict(info)
 
 
-def repository_is_current(path: Path, flavour: Flavour = "local") -> bool:
-    """True if ``path`` holds a complete repository of this flavour built from the committed
+def repository_is_current(
+    path: Path,
+    flavour: Flavour = "local",
+    clustering_checkpoint: Path = DEFAULT_CLUSTERING_CHECKPOINT,
+    mlpf_checkpoint: Path = DEFAULT_MLPF_CHECKPOINT,
+) -> bool:
+    """True if ``path`` holds a complete repository of this flavour built from these
     checkpoints (so `recoserve serve` can skip the export)."""
     manifest = path / "recoserve.json"
     if not manifest.exists():
@@ -306,8 +311,8 @@ def repository_is_current(path: Path, flavour: Flavour = "local") -> bool:
         complete
         and info.get("format") == REPOSITORY_FORMAT
         and info.get("flavour") == flavour
-        and DEFAULT_CLUSTERING_CHECKPOINT.exists()
-        and DEFAULT_MLPF_CHECKPOINT.exists()
-        and info["clustering"]["sha256"] == _sha256(DEFAULT_CLUSTERING_CHECKPOINT)
-        and info["mlpf"]["sha256"] == _sha256(DEFAULT_MLPF_CHECKPOINT)
+        and clustering_checkpoint.exists()
+        and mlpf_checkpoint.exists()
+        and info["clustering"]["sha256"] == _sha256(clustering_checkpoint)
+        and info["mlpf"]["sha256"] == _sha256(mlpf_checkpoint)
     )
