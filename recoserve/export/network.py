@@ -61,6 +61,7 @@ def run_onnx(path: Path, rows: np.ndarray, segment: np.ndarray | None = None) ->
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
+    options.enable_mem_pattern = False  # as served (postprocess.chain.OnnxNetwork)
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     seg = np.zeros(len(rows), dtype=np.int64) if segment is None else segment
     names = [i.name for i in session.get_inputs()]

@@ -25,7 +25,12 @@ Network = Callable[[np.ndarray, np.ndarray], Sequence[np.ndarray]]
 
 
 class OnnxNetwork:
-    """An exported network run by ONNX Runtime on the CPU."""
+    """An exported network run by ONNX Runtime on the CPU.
+
+    The memory-pattern planner is off: with inputs whose size changes from call to call it
+    keeps a second arena and nearly doubles the steady memory at no speed gain (measured on a
+    92k-hit event: 1550 MB vs 877 MB resident, 1.56 s either way). Intra-op threads do not spin
+    between calls, so they leave the cores to whatever runs next (the post-processing)."""
 
     def __init__(self, path: str | Path, threads: int = 1) -> None:
         import onnxruntime as ort
@@ -33,6 +38,8 @@ class OnnxNetwork:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        options.enable_mem_pattern = False
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
 
