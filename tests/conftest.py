@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,6 +49,7 @@ def server(repository: Path) -> Iterator[TritonServer]:
 # process (server or stub) started during this run fails the run.
 
 _SESSION_START = pytest.StashKey[float]()
+_TREE_BEFORE = pytest.StashKey[set[str] | None]()
 _OUR_PROCESSES = ("tritonserver", "triton_python_backend_stub", "envoy", "uvicorn")
 
 
@@ -60,8 +62,22 @@ def _started_after_session(process: psutil.Process, start: float) -> bool:
         return False
 
 
+def _tree_changes() -> set[str] | None:
+    """`git status --porcelain` lines of the source tree (None outside a git checkout)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        done = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return set(done.stdout.splitlines()) if done.returncode == 0 else None
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     session.config.stash[_SESSION_START] = psutil.Process().create_time()
+    if not hasattr(session.config, "workerinput"):
+        session.config.stash[_TREE_BEFORE] = _tree_changes()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -83,4 +99,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if left:
         names = ", ".join(f"{p.pid} {' '.join(p.cmdline())[:80]}" for p in left)
         print(f"\nFAILED: the test run left processes running: {names}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    # Tests write under temporary directories only: the source tree is as it was.
+    before, after = session.config.stash.get(_TREE_BEFORE, None), _tree_changes()
+    if before is not None and after is not None and after - before:
+        print(f"\nFAILED: the test run changed the source tree: {sorted(after - before)}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
