@@ -175,3 +175,15 @@ def test_json_outputs_never_hold_infinity_or_nan() -> None:
     text = _strict_json({"fit": {"a": float("inf"), "b": [1.5, float("nan")]}})
     assert json.loads(text) == {"fit": {"a": None, "b": [1.5, None]}}
     assert "Infinity" not in text and "NaN" not in text
+
+
+def test_a_foreign_file_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    candidates = tmp_path / "candidates.parquet"  # what `recoserve reconstruct` writes
+    pq.write_table(pa.table({"index": [0], "event_id": [7], "candidates": [[]]}), candidates)
+    done = runner.invoke(app, ["info", str(candidates)])
+    assert done.exit_code == 2 and "Traceback" not in done.output
+    text = " ".join(done.output.split())
+    assert "not a recoserve event file (the output of `recoserve reconstruct`" in text

@@ -133,8 +133,29 @@ def write_events(
     return writer.n_written
 
 
+def check_event_file(path: str | Path) -> None:
+    """ValueError naming the file, what an event file holds and what this one holds, if it is
+    not a recoserve event file (e.g. the candidates written by `recoserve reconstruct`)."""
+    try:
+        names = set(pq.read_schema(path).names)
+    except (pa.ArrowException, OSError) as err:
+        raise ValueError(f"{path} is not a readable Parquet file: {err}") from None
+    expected = set(arrow_schema().names)
+    if not expected <= names:
+        hint = (
+            " (the output of `recoserve reconstruct`, not an event file)"
+            if "candidates" in names
+            else ""
+        )
+        raise ValueError(
+            f"{path} is not a recoserve event file{hint}: it has the columns "
+            f"{sorted(names)}, an event file has {sorted(expected)}"
+        )
+
+
 def iter_events(path: str | Path, batch_size: int = 16) -> Iterator[Event]:
     """Stream the events of a Parquet event file, a few at a time (bounded memory)."""
+    check_event_file(path)
     file = pq.ParquetFile(path)
     for batch in file.iter_batches(batch_size=batch_size):
         yield from events_from_arrow(batch)
