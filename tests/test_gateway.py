@@ -97,6 +97,22 @@ def test_readyz_reflects_triton(tmp_path: Path) -> None:
         process.terminate()
 
 
+def test_a_fault_of_the_service_is_a_counted_500_without_details() -> None:
+    """A misconfigured gateway (a Triton address without a port) fails on the first request:
+    that is the service's fault, so a 500, with no internals in the body, counted by route."""
+    process, base = start_gateway("127.0.0.1")
+    try:
+        failed = httpx.post(f"{base}/v1/cluster", json={"hits": [GOOD_HIT]}, timeout=30)
+        assert failed.status_code == 500 and failed.json() == {"detail": "internal error"}
+        metrics = httpx.get(f"{base}/metrics").text
+        assert (
+            'recoserve_gateway_requests_total{endpoint="/v1/cluster",status="500"} 1.0' in metrics
+        )
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
 def test_json_and_binary_bodies_equal_the_client_library(
     gateway: str, server: TritonServer, event: tuple[np.ndarray, np.ndarray]
 ) -> None:

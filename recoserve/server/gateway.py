@@ -195,6 +195,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             response = await call_next(request)
         except GatewayError as err:  # pragma: no cover - handled by the exception handler
             response = JSONResponse({"detail": err.message}, status_code=err.status)
+        except Exception as err:  # a fault of the service: counted, logged once, no request data
+            log.error("%s %s failed: %s: %s", request.method, endpoint, type(err).__name__, err)
+            response = JSONResponse({"detail": "internal error"}, status_code=500)
         latency.labels(endpoint).observe(time.perf_counter() - start)
         requests_total.labels(endpoint, str(response.status_code)).inc()
         return response
