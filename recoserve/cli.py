@@ -834,7 +834,11 @@ def reconstruct(
     output: Annotated[Path, typer.Option("-o", "--output", help="Parquet file to write.")],
     server: Annotated[
         list[str] | None,
-        typer.Option("--server", "-s", help="Triton gRPC address (repeat for failover)."),
+        typer.Option(
+            "--server",
+            "-s",
+            help="Triton gRPC address host:port (repeat for failover; default 127.0.0.1:8001).",
+        ),
     ] = None,
     clusters: Annotated[
         bool, typer.Option(help="Also write clusters and hit assignments.")
@@ -1141,7 +1145,8 @@ def bench(
 @app.command()
 def gateway(
     triton: Annotated[
-        list[str] | None, typer.Option("--triton", help="Triton gRPC address (repeatable).")
+        list[str] | None,
+        typer.Option("--triton", help="Triton gRPC address (repeatable; default 127.0.0.1:8001)."),
     ] = None,
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
