@@ -858,6 +858,9 @@ def reconstruct(
         bool,
         typer.Option(help="Redo a finished OUTPUT, or discard the parts of an earlier run."),
     ] = False,
+    model_version: Annotated[
+        str, typer.Option(help="Pin the served model version (default: the latest).")
+    ] = "",
 ) -> None:
     """Send every event of a file to recoserve and write its particle candidates to Parquet.
 
@@ -871,7 +874,9 @@ def reconstruct(
 
     servers = server or ["127.0.0.1:8001"]
     try:
-        client = RecoClient(servers, timeout=timeout, compression=compression)
+        client = RecoClient(
+            servers, timeout=timeout, compression=compression, model_version=model_version
+        )
     except ValueError as err:
         raise _fail(str(err)) from None
     with (

@@ -226,6 +226,16 @@ def test_connection_problems_are_told_apart(server: TritonServer) -> None:
         RecoClient("127.0.0.1")
 
 
+def test_a_pinned_model_version(server: TritonServer, events: list) -> None:
+    with RecoClient(server.grpc_url, model_version=1, shared_memory="never") as pinned:
+        assert pinned.reconstruct(events[0]).candidates.size > 0
+    with (
+        RecoClient(server.grpc_url, model_version=2, retries=0) as missing,
+        pytest.raises(RecoError, match="event_reco is not ready"),
+    ):
+        missing.reconstruct(events[0])
+
+
 def test_model_check_and_compression(server: TritonServer, events: list) -> None:
     with RecoClient(server.grpc_url, compression="gzip", shared_memory="never") as c:
         params = c.check_model()

@@ -38,17 +38,19 @@ from recoserve.postprocess.tensors import InvalidInput
 
 
 class _AsyncServer:
-    def __init__(self, url: str, options: dict[str, Any]) -> None:
+    def __init__(self, url: str, options: dict[str, Any], version: str = "") -> None:
         import tritonclient.grpc.aio as aio
 
         self.url = url
+        self.version = version  # "" = the latest version Triton serves
         self.client = aio.InferenceServerClient(url, **options)
         self.state = ServerState()
 
     async def healthy(self, model: str) -> bool:
         try:
             return bool(
-                await self.client.is_server_ready() and await self.client.is_model_ready(model)
+                await self.client.is_server_ready()
+                and await self.client.is_model_ready(model, self.version)
             )
         except Exception:
             return False
@@ -71,11 +73,12 @@ class AsyncRecoClient:
         private_key: str | Path | None = None,
         certificate_chain: str | Path | None = None,
         expected_checkpoints: dict[str, str] | None = None,
+        model_version: str | int = "",
     ) -> None:
         urls, options = connection_options(
             servers, compression, ssl, root_certificates, private_key, certificate_chain
         )
-        self.servers = [_AsyncServer(u, options) for u in urls]
+        self.servers = [_AsyncServer(u, options, str(model_version)) for u in urls]
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
@@ -133,7 +136,9 @@ class AsyncRecoClient:
         await self.close()
 
     async def _check(self, server: _AsyncServer, model: str) -> dict[str, str]:
-        config = (await server.client.get_model_config(model, as_json=True))["config"]
+        config = (await server.client.get_model_config(model, server.version, as_json=True))[
+            "config"
+        ]
         return checked_parameters(config, self.expected_checkpoints, server.url, model)
 
     async def _pick(self, model: str) -> _AsyncServer:
@@ -175,6 +180,7 @@ class AsyncRecoClient:
                 result = await server.client.infer(
                     model,
                     inputs,
+                    model_version=server.version,
                     outputs=[aio.InferRequestedOutput(n) for n in names],
                     client_timeout=self.timeout,
                     compression_algorithm=self.compression,

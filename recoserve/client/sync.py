@@ -192,8 +192,9 @@ def _grpc() -> Any:
 class _Server:
     """One Triton endpoint: its client, health state and shared-memory regions."""
 
-    def __init__(self, url: str, options: dict[str, Any]) -> None:
+    def __init__(self, url: str, options: dict[str, Any], version: str = "") -> None:
         self.url = url
+        self.version = version  # "" = the latest version Triton serves
         self.client = _grpc().InferenceServerClient(url, **options)
         self.state = ServerState()
         self.shm = _RegionPool(self.client)
@@ -201,7 +202,9 @@ class _Server:
 
     def healthy(self, model: str) -> bool:
         try:
-            return bool(self.client.is_server_ready() and self.client.is_model_ready(model))
+            return bool(
+                self.client.is_server_ready() and self.client.is_model_ready(model, self.version)
+            )
         except Exception:
             return False
 
@@ -300,13 +303,14 @@ class RecoClient:
         private_key: str | Path | None = None,
         certificate_chain: str | Path | None = None,
         expected_checkpoints: dict[str, str] | None = None,
+        model_version: str | int = "",
     ) -> None:
         if shared_memory not in ("never", "auto", "always"):
             raise ValueError("shared_memory must be 'never', 'auto' or 'always'")
         urls, options = connection_options(
             servers, compression, ssl, root_certificates, private_key, certificate_chain
         )
-        self.servers = [_Server(u, options) for u in urls]
+        self.servers = [_Server(u, options, str(model_version)) for u in urls]
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
@@ -338,7 +342,7 @@ class RecoClient:
         """The served model's checkpoint hashes; raises ModelMismatch if they differ from
         ``expected_checkpoints`` (keys ``clustering_sha256``, ``mlpf_sha256``)."""
         target = server or self._pick(model)
-        config = target.client.get_model_config(model, as_json=True)["config"]
+        config = target.client.get_model_config(model, target.version, as_json=True)["config"]
         return checked_parameters(config, self.expected_checkpoints, target.url, model)
 
     def reconstruct_many(
@@ -380,6 +384,7 @@ class RecoClient:
                             server.client.async_stream_infer(
                                 "event_reco",
                                 self._inputs(tensors),
+                                model_version=server.version,
                                 outputs=self._outputs(RECO_OUTPUTS),
                                 request_id=str(index),
                             )
@@ -490,6 +495,7 @@ class RecoClient:
                 result = server.client.infer(
                     model,
                     self._inputs(tensors),
+                    model_version=server.version,
                     outputs=self._outputs(names),
                     client_timeout=self.timeout,
                     compression_algorithm=self.compression,
@@ -542,7 +548,11 @@ class RecoClient:
                 offset += max(out_sizes[name], 8)
             try:
                 result = server.client.infer(
-                    model, inputs, outputs=[o for _, o, _ in outputs], client_timeout=self.timeout
+                    model,
+                    inputs,
+                    model_version=server.version,
+                    outputs=[o for _, o, _ in outputs],
+                    client_timeout=self.timeout,
                 )
             except Exception as err:
                 # Behind a load balancer the region is registered on one replica only; another
