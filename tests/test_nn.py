@@ -58,7 +58,11 @@ def test_knn_never_crosses_events_and_flags_missing_neighbours() -> None:
     assert torch.all(d2[~valid] >= 1e29)
 
 
-def test_batched_events_give_the_same_outputs_as_single_events(model: GravNetOC) -> None:
+@pytest.mark.parametrize("design", ["first", "current"])
+def test_batched_events_give_the_same_outputs_as_single_events(design: str) -> None:
+    torch.manual_seed(0)
+    config = GravNetConfig() if design == "first" else GravNetConfig.current()
+    model = GravNetOC(config).eval()
     a, b = torch.from_numpy(small_event_hits(8, 1)), torch.from_numpy(small_event_hits(5, 2))
     with torch.no_grad():
         alone_a = model(a, torch.zeros(len(a), dtype=torch.int64))
@@ -70,7 +74,11 @@ def test_batched_events_give_the_same_outputs_as_single_events(model: GravNetOC)
         torch.testing.assert_close(z[len(a) :], y, atol=1e-5, rtol=0)
 
 
-def test_torchscript_and_onnx_match_eager(model: GravNetOC, tmp_path: Path) -> None:
+@pytest.mark.parametrize("design", ["first", "current"])
+def test_torchscript_and_onnx_match_eager(design: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    config = GravNetConfig() if design == "first" else GravNetConfig.current()
+    model = GravNetOC(config).eval()
     scripted = torch.jit.script(model)
     onnx_path = export_onnx(model, tmp_path / "g.onnx", small_event_hits(2))
     for hits in (small_event_hits(1)[:1], small_event_hits(3), small_event_hits(25)):
