@@ -1,7 +1,7 @@
 """Which object-condensation loss clusters best, at equal CPU time: a small, fair ablation.
 
 Run: `python benchmarks/loss_ablation.py --minutes 12` (on a GPU machine: `--device cuda
---batch 8 --minutes 2.5 --classes gun,dense,jets,jets_pu140 --workers 15`). Each variant trains
+--batch 8 --minutes 2 --classes gun,dense,jets,jets_pu140 --workers 15`). Each variant trains
 the current architecture from the same seed on the same events for the same wall-clock
 minutes, then its condensation thresholds are tuned on the validation events and its
 efficiency (> 20 GeV) and fake rate (> 10 GeV) at those thresholds are reported, with the
