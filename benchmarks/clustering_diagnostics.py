@@ -23,6 +23,7 @@ import argparse
 import json
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 
 from recoserve.events.model import Event
-from recoserve.events.truth import truth_objects
+from recoserve.events.truth import TruthObjects, truth_objects
 from recoserve.export.clustering import export_onnx
 from recoserve.nn.checkpoint import DEFAULT_CLUSTERING_CHECKPOINT, load_clustering
 from recoserve.nn.gravnet import GravNetOC
@@ -43,34 +44,37 @@ TRAINING_RUN = ROOT / "checkpoints" / "clustering" / "training" / "gravnet_oc.pt
 SEPARATION_BINS = ((2.0, 5.0), (5.0, 10.0), (10.0, 20.0), (20.0, np.inf))
 
 
+def endcaps(events: list[Event]) -> Iterator[tuple[Event, TruthObjects]]:
+    """Each endcap with hits of each event, with its truth objects."""
+    for event in events:
+        for side in (0, 1):
+            crop = endcap_crop(event, side)
+            if len(crop.hits) >= 2:
+                yield crop, truth_objects(crop)
+
+
 def reach(model: GravNetOC, events: list[Event]) -> dict[str, float]:
     offsets = model.config.offsets().numpy()
     hops = offsets
     for _ in range(model.config.blocks - 1):
         hops = np.unique((hops[:, None] + offsets[None, :]).ravel())
+    by = face_order if model.face_order else sort_order
     one, all_blocks = [], []
-    for event in events:
-        for side in (0, 1):
-            crop = endcap_crop(event, side)
-            if len(crop.hits) < 2:
-                continue
-            truth = truth_objects(crop)
-            hits = torch.from_numpy(crop.hits.features())
-            segment = torch.zeros(len(hits), dtype=torch.int64)
-            by = face_order if model.face_order else sort_order
-            order = by(hits, segment).numpy()
-            position = np.empty_like(order)
-            position[order] = np.arange(len(order))
-            energy = crop.hits.energy
-            for k in np.nonzero(truth.energy > 50.0)[0]:
-                members = np.nonzero(truth.hit_object == k)[0]
-                lead = members[np.argmax(energy[members])]
-                total = energy[members].sum()
-                for shifts, out in ((offsets, one), (hops, all_blocks)):
-                    p = position[lead] + shifts
-                    candidates = order[p[(p >= 0) & (p < len(order))]]
-                    mine = candidates[truth.hit_object[candidates] == k]
-                    out.append(float(energy[mine].sum() / total))
+    for crop, truth in endcaps(events):
+        hits = torch.from_numpy(crop.hits.features())
+        order = by(hits, torch.zeros(len(hits), dtype=torch.int64)).numpy()
+        position = np.empty_like(order)
+        position[order] = np.arange(len(order))
+        energy = crop.hits.energy
+        for k in np.nonzero(truth.energy > 50.0)[0]:
+            members = np.nonzero(truth.hit_object == k)[0]
+            lead = members[np.argmax(energy[members])]
+            total = energy[members].sum()
+            for shifts, out in ((offsets, one), (hops, all_blocks)):
+                p = position[lead] + shifts
+                candidates = order[p[(p >= 0) & (p < len(order))]]
+                mine = candidates[truth.hit_object[candidates] == k]
+                out.append(float(energy[mine].sum() / total))
     return {
         "showers": len(one),
         "median_share_one_block": float(np.median(one)),
@@ -81,25 +85,20 @@ def reach(model: GravNetOC, events: list[Event]) -> dict[str, float]:
 def separation(model: GravNetOC, events: list[Event]) -> dict[str, Any]:
     rows: list[tuple[float, float]] = []
     spread: list[float] = []
-    for event in events:
-        for side in (0, 1):
-            crop = endcap_crop(event, side)
-            if len(crop.hits) < 2:
-                continue
-            truth = truth_objects(crop)
-            beta, coords = predict(model, crop)[:2]
-            hard = np.nonzero(truth.energy > 10.0)[0]
-            alpha = {}
-            for k in hard:
-                members = np.nonzero(truth.hit_object == k)[0]
-                alpha[k] = members[np.argmax(beta[members])]
-                d = np.linalg.norm(coords[members] - coords[alpha[k]], axis=1)
-                spread.append(float(np.sqrt(np.mean(d * d))))
-            for i, a in enumerate(hard):
-                for b in hard[i + 1 :]:
-                    face = float(np.linalg.norm(truth.centroid[a] - truth.centroid[b]))
-                    space = float(np.linalg.norm(coords[alpha[a]] - coords[alpha[b]]))
-                    rows.append((face, space))
+    for crop, truth in endcaps(events):
+        beta, coords = predict(model, crop)[:2]
+        hard = np.nonzero(truth.energy > 10.0)[0]
+        alpha = {}
+        for k in hard:
+            members = np.nonzero(truth.hit_object == k)[0]
+            alpha[k] = members[np.argmax(beta[members])]
+            d = np.linalg.norm(coords[members] - coords[alpha[k]], axis=1)
+            spread.append(float(np.sqrt(np.mean(d * d))))
+        for i, a in enumerate(hard):
+            for b in hard[i + 1 :]:
+                face = float(np.linalg.norm(truth.centroid[a] - truth.centroid[b]))
+                space = float(np.linalg.norm(coords[alpha[a]] - coords[alpha[b]]))
+                rows.append((face, space))
     table = []
     for lo, hi in SEPARATION_BINS:
         d = np.array([s for f, s in rows if lo <= f < hi])

@@ -53,6 +53,9 @@ MapOption = Annotated[
 ]
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+
 class _Stopped(BaseException):
     """A stop signal (SIGTERM, SIGHUP, SIGINT) turned into an exception, so that every server
     a command started is stopped by its ``finally`` blocks before the process exits. Not a
@@ -80,9 +83,6 @@ def _stopped_by_signals() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 
 
 def _finite_or_none(value: Any) -> Any:

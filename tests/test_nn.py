@@ -137,51 +137,45 @@ def test_a_batch_of_endcaps_has_the_mean_loss_of_its_endcaps() -> None:
         assert float(value) == pytest.approx(expected, rel=1e-4, abs=1e-6), key
 
 
-def test_per_object_potentials_weigh_a_small_shower_like_a_large_one() -> None:
-    """Two objects, one of 2 hits and one of 200, each with one misplaced hit: with the
-    per-object normalisation both misplacements cost the same; summed over hits the small
-    object's would be diluted by the large one's hit count."""
+def _small_and_large_object(coords_of: dict[int, tuple[float, float, float]]) -> tuple:
+    """Two objects, of 2 hits (condensation point: hit 0, at the origin) and 200 hits (hit 2,
+    at x = 5), betas 0.9 at those points and 0.1 elsewhere; ``coords_of`` moves single hits.
+    Returns (outputs, targets, q of a 0.1 hit, q of a 0.9 hit)."""
     n = 202
-    object_id = torch.tensor([0, 0] + [1] * 200)
     beta = torch.full((n,), 0.1)
     beta[0], beta[2] = 0.9, 0.9
     coords = torch.zeros(n, 3)
     coords[2:, 0] = 5.0
-    coords[1, 1] = 1.0  # one member of the small object away from its condensation point
-    coords[3, 1] = 1.0  # one member of the large object away from its condensation point
+    for hit, xyz in coords_of.items():
+        coords[hit] = torch.tensor(xyz)
     targets = ObjectTargets(
-        object_id=object_id, energy=torch.tensor([30.0, 30.0]),
+        object_id=torch.tensor([0, 0] + [1] * 200), energy=torch.tensor([30.0, 30.0]),
         hit_energy=torch.tensor([30.0, 30.0]), energy_valid=torch.tensor([True, True]),
         position=torch.zeros(2, 2), time=torch.zeros(2), label=torch.zeros(2, dtype=torch.int64),
     )  # fmt: skip
     outputs = (beta, coords, torch.ones(n), torch.zeros(n, 2), torch.zeros(n),
                torch.zeros(n, 3))  # fmt: skip
-    per_object = object_condensation_loss(outputs, targets, OCWeights.current())["attractive"]
-    # by hand: each object's pull is q_hit * q_alpha * 1 / size, averaged over the 2 objects
     q = float(torch.atanh(torch.tensor(0.1)) ** 2 + 0.1)
     q_alpha = float(torch.atanh(torch.tensor(0.9)) ** 2 + 0.1)
+    return outputs, targets, q, q_alpha
+
+
+def test_per_object_potentials_weigh_a_small_shower_like_a_large_one() -> None:
+    """Two objects, one of 2 hits and one of 200, each with one misplaced hit: with the
+    per-object normalisation both misplacements cost the same; summed over hits the small
+    object's would be diluted by the large one's hit count."""
+    # one member of each object 1 away from its condensation point
+    outputs, targets, q, q_alpha = _small_and_large_object({1: (0, 1, 0), 3: (5, 1, 0)})
+    per_object = object_condensation_loss(outputs, targets, OCWeights.current())["attractive"]
+    # by hand: each object's pull is q_hit * q_alpha * 1 / size, averaged over the 2 objects
     assert float(per_object) == pytest.approx((q * q_alpha / 2 + q * q_alpha / 200) / 2, rel=1e-4)
 
 
 def test_an_intruder_weighs_by_its_own_object_when_asked() -> None:
     """One hit of a 200-hit object sits on the condensation point of a 2-hit object. Per
     object (the ball's size), it costs q q_alpha / 2; by its own object, q q_alpha / 200."""
-    n = 202
-    object_id = torch.tensor([0, 0] + [1] * 200)
-    beta = torch.full((n,), 0.1)
-    beta[0], beta[2] = 0.9, 0.9
-    coords = torch.zeros(n, 3)
-    coords[2:, 0] = 5.0
-    coords[3] = 0.0  # the intruder, at the small object's condensation point
-    targets = ObjectTargets(
-        object_id=object_id, energy=torch.tensor([30.0, 30.0]),
-        hit_energy=torch.tensor([30.0, 30.0]), energy_valid=torch.tensor([True, True]),
-        position=torch.zeros(2, 2), time=torch.zeros(2), label=torch.zeros(2, dtype=torch.int64),
-    )  # fmt: skip
-    outputs = (beta, coords, torch.ones(n), torch.zeros(n, 2), torch.zeros(n),
-               torch.zeros(n, 3))  # fmt: skip
-    q = float(torch.atanh(torch.tensor(0.1)) ** 2 + 0.1)
-    q_alpha = float(torch.atanh(torch.tensor(0.9)) ** 2 + 0.1)
+    # hit 3, of the large object, sits on the small object's condensation point
+    outputs, targets, q, q_alpha = _small_and_large_object({3: (0, 0, 0)})
     push = q * q_alpha * (1.0 - 1e-3)  # relu(1 - sqrt(0 + 1e-6))
     ball = OCWeights(per_object=True, repulsion=1.0)
     own = OCWeights(per_object=True, by_own_object=True, repulsion=1.0)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import socket
 import threading
 import time
 import uuid
@@ -143,8 +144,6 @@ def check_address(url: str) -> None:
 
 def diagnose(url: str, model: str, ready: Callable[[], bool] | None = None) -> str:
     """Why ``url`` cannot serve ``model``, in words a user can act on (only on failures)."""
-    import socket
-
     host, _, port = url.rpartition(":")
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=2.0) as probe:
@@ -202,9 +201,7 @@ class _Server:
 
     def healthy(self, model: str) -> bool:
         try:
-            return bool(
-                self.client.is_server_ready() and self.client.is_model_ready(model, self.version)
-            )
+            return self.server_ready() and bool(self.client.is_model_ready(model, self.version))
         except Exception:
             return False
 

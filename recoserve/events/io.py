@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from recoserve.events.model import Event
-from recoserve.events.parquet import check_event_file, count_events, iter_events
+from recoserve.events.parquet import count_events, iter_events
 from recoserve.events.root import RootReader
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -22,8 +22,8 @@ def open_events(
         raise FileNotFoundError(f"no such event file: {path}")
     suffix = path.suffix.lower()
     if suffix in PARQUET_SUFFIXES:
-        check_event_file(path)  # now, not when the first event is read
-        return count_events(path), iter_events(path)
+        events = iter_events(path)  # refuses a foreign file before counting
+        return count_events(path), events
     if suffix in ROOT_SUFFIXES:
         reader = RootReader(path, tree, mapping)
         return len(reader), iter(reader)

@@ -154,8 +154,13 @@ def check_event_file(path: str | Path) -> None:
 
 
 def iter_events(path: str | Path, batch_size: int = 16) -> Iterator[Event]:
-    """Stream the events of a Parquet event file, a few at a time (bounded memory)."""
+    """Stream the events of a Parquet event file, a few at a time (bounded memory). A file
+    that is not an event file is refused here, not when the first event is read."""
     check_event_file(path)
+    return _stream_events(path, batch_size)
+
+
+def _stream_events(path: str | Path, batch_size: int) -> Iterator[Event]:
     file = pq.ParquetFile(path)
     for batch in file.iter_batches(batch_size=batch_size):
         yield from events_from_arrow(batch)

@@ -208,7 +208,6 @@ class GravNetOC(nn.Module):
             raise ValueError(f"unknown inputs {cfg.inputs!r}: raw or detector")
         self.detector = cfg.inputs == "detector"
         self.face_order = cfg.candidates == "dilated"
-        cfg.offsets()  # an unknown kind of candidates fails here
         self.detector_features = DetectorFeatures()
         n_features = N_DETECTOR_FEATURES if self.detector else N_RAW_FEATURES
         self.inputs = nn.Sequential(nn.Linear(n_features, cfg.hidden), nn.ELU())

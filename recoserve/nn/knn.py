@@ -11,7 +11,7 @@ O(N * candidates). Two orders exist:
   cells), then depth. All layers of a shower's core are contiguous. With ``dilated_offsets``
   (every hit within +-16, then every 8th out to +-256) the candidates reach about 90 % of a
   large shower's energy after three blocks, against 42 % for +-48 on the Morton order, at
-  fewer candidates (93 vs 97); ``benchmarks/receptive_field.py`` measures it.
+  fewer candidates (93 vs 97); ``benchmarks/clustering_diagnostics.py`` measures it.
 
 The order depends only on the raw inputs, computed with exact elementwise arithmetic, so the
 candidates are bit-for-bit the same in eager PyTorch, TorchScript and ONNX Runtime (a key

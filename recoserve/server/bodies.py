@@ -214,7 +214,7 @@ def _flatbuffer_field(buf: bytes, table: int, index: int) -> int | None:
     return table + offset if offset else None
 
 
-def _record_batch_size(metadata: bytes, body: bytes) -> tuple[int, int]:
+def _record_batch_size(metadata: bytes, body: memoryview) -> tuple[int, int]:
     """(rows, decoded bytes) of an IPC record-batch message, from its header (Arrow's
     Message.fbs: Message.header is a RecordBatch {length, nodes, buffers, compression}); a
     compressed buffer starts with its uncompressed length (int64, -1: stored as is)."""
@@ -259,7 +259,7 @@ def _check_arrow_sizes(raw: bytes, limits: BodyLimits) -> None:
                     raise BodyError("Arrow dictionary batches are not accepted: send plain columns")
                 if message.type != "record batch":
                     continue
-                body = message.body.to_pybytes() if message.body is not None else b""
+                body = memoryview(message.body) if message.body is not None else memoryview(b"")
                 rows, decoded = _record_batch_size(message.metadata.to_pybytes(), body)
                 rows_total += rows
                 decoded_total += decoded

@@ -98,7 +98,7 @@ class GatewayError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-        self.retry_after = retry_after if retry_after is not None or status != 503 else 5
+        self.retry_after = 5 if retry_after is None and status == 503 else retry_after
 
 
 class RateLimiter:

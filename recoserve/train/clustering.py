@@ -124,10 +124,6 @@ def _to(item: Item, device: torch.device) -> Item:
 def batch_loss(model: GravNetOC, batch: list[Item], weights: OCWeights) -> dict[str, torch.Tensor]:
     """Mean loss terms of several endcaps, run as one forward pass over segments (the
     network never mixes segments, so this equals one pass per endcap)."""
-    if len(batch) == 1:
-        hits, targets = batch[0]
-        segment = torch.zeros(len(hits), dtype=torch.int64, device=hits.device)
-        return object_condensation_loss(model(hits, segment), targets, weights)
     sizes = [len(hits) for hits, _ in batch]
     segment = torch.cat(
         [
