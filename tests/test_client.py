@@ -83,7 +83,10 @@ def test_shared_memory_equals_plain_grpc(
 ) -> None:
     with RecoClient(server.grpc_url, shared_memory="always") as shm:
         for event in events[:3]:
-            same(shm.reconstruct(event), client.reconstruct(event))
+            # identical clusters and candidates; floats to float32 round-off: one run in about
+            # five gave a 1-ulp difference in a candidate's phi between two identical requests
+            # (the server's computation, not the transport; not yet understood)
+            same(shm.reconstruct(event), client.reconstruct(event), exact=False)
         assert shm.servers[0].shm.registered() == 1 and not shm.servers[0].shm_failed
         status = shm.servers[0].client.get_system_shared_memory_status(as_json=True)
         assert len(status.get("regions", {})) == 2  # input and output regions registered
