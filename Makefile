@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch is pinned here as well: an unpinned resolve may pull a multi-GB CUDA build.
-	$(PY) -m pip install --quiet "torch==2.13.0" -e ".[dev]"
+	$(PY) -m pip install --quiet "torch==2.13.0" -e ".[all,dev]"
 	$(MAKE) vendor-js
 	touch $(STAMP)
 

@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from recoserve.events.model import Event
+from recoserve.extras import MissingExtra, extra_of_module
 from recoserve.metrics.chains import ALL_CHAINS, PF_LEVEL_CHAINS
 from recoserve.metrics.tuning_store import CHECKPOINTS
 from recoserve.sim.particles import DEFAULT_GUN_SPECIES, GunConfig
@@ -1184,5 +1185,53 @@ def schema() -> None:
     print(schema_markdown(), end="")
 
 
+# The extra each command needs beyond the light client (`reconstruct`, `info`, `schema`,
+# `geometry` need none; ROOT input needs "root", which says so itself).
+COMMAND_EXTRAS = {
+    "simulate": "sim",
+    "display": "sim",
+    "resolution": "sim",
+    "profiles": "sim",
+    "multiplicity": "sim",
+    "classes": "sim",
+    "train": "train",
+    "export": "serve",
+    "serve": "serve",
+    "scale-out": "serve",
+    "evaluate": "bench",
+    "bench": "bench",
+    "gateway": "gateway",
+}
+
+
+def _missing_extra_message(err: ImportError, argv: list[str]) -> str | None:
+    """One line naming the extra to install, or None for an ImportError that is not ours."""
+    command = next((a for a in argv if a in COMMAND_EXTRAS), None)
+    if isinstance(err, MissingExtra):
+        if command is None or err.extra == "root":  # ROOT input says so itself
+            return str(err)
+        return str(MissingExtra(f"`recoserve {command}`", COMMAND_EXTRAS[command], err.missing))
+    module = getattr(err, "name", None) or ""
+    extra = COMMAND_EXTRAS[command] if command else extra_of_module(module)
+    if not isinstance(err, ModuleNotFoundError) or extra is None:
+        return None
+    what = f"`recoserve {command}`" if command else "this command"
+    return str(MissingExtra(what, extra, [module]))
+
+
+def main() -> None:
+    """The `recoserve` console script: the CLI, with a missing extra said in one line."""
+    import sys
+
+    try:
+        app()
+    except ImportError as err:
+        message = _missing_extra_message(err, sys.argv[1:])
+        if message is None:
+            raise
+        typer.echo(f"error: {message}", err=True)
+        raise SystemExit(1) from None
+
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -8,12 +8,19 @@ with, and the "physical limit" baseline of the benchmarks. Each network can run 
 PyTorch, TorchScript or ONNX Runtime.
 """
 
+# The extra is checked before its modules are imported:
+# ruff: noqa: E402
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+
+from recoserve.extras import require
+
+require("serve", "recoserve.inprocess (the networks in this process)")
+
 import torch
 
 from recoserve.nn.checkpoint import (

@@ -21,9 +21,9 @@ from recoserve.client import (
     RecoResult,
     RejectedInput,
 )
+from recoserve.contract import InvalidInput
 from recoserve.events.parquet import write_events
 from recoserve.inprocess import ClusteringPipeline, EventRecoPipeline
-from recoserve.postprocess.tensors import InvalidInput
 from recoserve.server.triton import TritonServer, free_ports, start_triton
 from recoserve.sim.classes import pf_event
 

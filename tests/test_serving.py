@@ -22,9 +22,9 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
+from recoserve.contract import MAX_HITS, candidate_table, cluster_table
 from recoserve.export.repository import MODEL_CLASSES, build_repository
 from recoserve.inprocess import ClusteringPipeline, EventRecoPipeline
-from recoserve.postprocess.tensors import MAX_HITS, candidate_table, cluster_table
 from recoserve.server.triton import Ports, TritonError, TritonServer, free_ports, start_triton
 from recoserve.sim.classes import pf_event
 
@@ -393,7 +393,9 @@ def test_your_own_checkpoint_is_served_and_equals_in_process(tmp_path: Path) -> 
 
     from recoserve.client import RecoClient
 
-    own = Path(__file__).resolve().parents[1] / "checkpoints/clustering/training/gravnet_oc.pt"
+    own = (
+        Path(__file__).resolve().parents[1] / "checkpoints/clustering/per-object-run/gravnet_oc.pt"
+    )
     repo = tmp_path / "own_repository"
     done = subprocess.run(
         [sys.executable, "-m", "recoserve.cli", "export", "repository", "-o", str(repo),

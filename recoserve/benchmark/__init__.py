@@ -1,1 +1,5 @@
 """Benchmarks of the serving paths (`recoserve bench`) and the naive baseline server."""
+
+from recoserve.extras import require
+
+require("bench", "the serving benchmarks (recoserve.benchmark)")

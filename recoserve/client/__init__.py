@@ -3,7 +3,7 @@
 from recoserve.client.aio import AsyncRecoClient
 from recoserve.client.results import ClusterResult, RecoResult
 from recoserve.client.sync import ModelMismatch, Outcome, RecoClient, RecoError, RejectedInput
-from recoserve.postprocess.tensors import InvalidInput
+from recoserve.contract import InvalidInput
 
 __all__ = [
     "AsyncRecoClient",

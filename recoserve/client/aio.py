@@ -33,8 +33,8 @@ from recoserve.client.sync import (
     final_error,
     is_transient,
 )
+from recoserve.contract import InvalidInput
 from recoserve.events.model import Event
-from recoserve.postprocess.tensors import InvalidInput
 
 
 class _AsyncServer:

@@ -34,9 +34,9 @@ import pyarrow.parquet as pq
 
 from recoserve.client.results import CLUSTER_DTYPE
 from recoserve.client.sync import RecoClient
+from recoserve.contract import CANDIDATE_DTYPE
 from recoserve.events.io import open_events
 from recoserve.events.model import Event
-from recoserve.postprocess.candidates import CANDIDATE_DTYPE
 
 
 @dataclass

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from recoserve.postprocess.tensors import CLUSTER_COLUMNS, candidates_from_table
+from recoserve.contract import CLUSTER_COLUMNS, candidates_from_table
 
 CLUSTER_DTYPE = np.dtype(
     [(name, np.int32 if name in ("n_hits", "seed") else np.float32) for name in CLUSTER_COLUMNS]

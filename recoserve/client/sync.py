@@ -36,8 +36,15 @@ from tritonclient.utils import InferenceServerException
 
 from recoserve.client.policy import ServerState, in_order_of_preference
 from recoserve.client.results import ClusterResult, RecoResult, decode_result
+from recoserve.contract import (
+    CANDIDATE_COLUMNS,
+    CLUSTER_COLUMNS,
+    InvalidInput,
+    check_hits,
+    check_tracks,
+    output_names,
+)
 from recoserve.events.model import Event
-from recoserve.postprocess.tensors import InvalidInput, check_hits, check_tracks
 
 TRANSIENT = frozenset(
     {
@@ -47,8 +54,8 @@ TRANSIENT = frozenset(
         "StatusCode.ABORTED",
     }
 )
-CLUSTER_OUTPUTS = ("HIT_CLUSTER", "CLUSTERS")
-RECO_OUTPUTS = ("HIT_CLUSTER", "CLUSTERS", "CANDIDATES")
+CLUSTER_OUTPUTS = output_names("hgcal_clustering")
+RECO_OUTPUTS = output_names("event_reco")
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
@@ -517,8 +524,8 @@ class RecoClient:
         # upper bounds: K <= N clusters, P <= T + K candidates
         out_sizes = {
             "HIT_CLUSTER": 8 * n_hits,
-            "CLUSTERS": 4 * 12 * n_hits,
-            "CANDIDATES": 4 * 9 * (n_hits + n_tracks),
+            "CLUSTERS": 4 * len(CLUSTER_COLUMNS) * n_hits,
+            "CANDIDATES": 4 * len(CANDIDATE_COLUMNS) * (n_hits + n_tracks),
         }
         out_bytes = sum(out_sizes[n] for n in names)
         with server.shm.lease() as region:

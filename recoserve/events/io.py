@@ -7,7 +7,6 @@ from pathlib import Path
 
 from recoserve.events.model import Event
 from recoserve.events.parquet import count_events, iter_events
-from recoserve.events.root import RootReader
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 ROOT_SUFFIXES = (".root",)
@@ -25,6 +24,8 @@ def open_events(
         events = iter_events(path)  # refuses a foreign file before counting
         return count_events(path), events
     if suffix in ROOT_SUFFIXES:
+        from recoserve.events.root import RootReader
+
         reader = RootReader(path, tree, mapping)
         return len(reader), iter(reader)
     raise ValueError(

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import awkward as ak
 import numpy as np
-import uproot
 
 from recoserve.events.model import TABLES, Event, Table
+from recoserve.extras import require
 from recoserve.sim.geometry import GEOMETRY
+
+if TYPE_CHECKING:
+    import awkward as ak
+    import uproot
 
 REQUIRED = ("hits.x", "hits.y", "hits.z", "hits.energy")
 
@@ -76,6 +80,9 @@ class RootReader:
         self.path = Path(path)
         self.mapping = {**DEFAULT_MAPPING, **(mapping or {})}
         self.step_size = step_size
+        require("root", "reading ROOT event files")
+        import uproot
+
         self._file = uproot.open(self.path)
         if tree not in self._file:
             raise KeyError(f"{self.path} has no tree {tree!r}; it has: {self._file.keys()}")
@@ -95,6 +102,8 @@ class RootReader:
         return int(self.tree.num_entries)
 
     def __iter__(self) -> Iterator[Event]:
+        import awkward as ak
+
         branches = sorted(set(self.present.values()))
         first_entry = 0
         for chunk in self.tree.iterate(branches, step_size=self.step_size, library="ak"):
@@ -115,6 +124,8 @@ class RootReader:
             first_entry += n
 
     def _tables(self, chunk: ak.Array, name: str, cls: type[Table], n: int) -> list[Table]:
+        import awkward as ak
+
         counts: np.ndarray | None = None
         flat: dict[str, np.ndarray] = {}
         for col, dtype in cls.SCHEMA.items():
@@ -166,6 +177,9 @@ def write_root(
     for table, cls in TABLES.items():
         for col, dtype in cls.SCHEMA.items():
             branch_types[names[f"{table}.{col}"]] = f"var * {dtype.name}"
+    require("root", "writing ROOT event files")
+    import uproot
+
     n = 0
     with uproot.recreate(path) as file:
         file.mktree(tree, branch_types, counter_name=lambda branch: f"n_{branch}")
@@ -181,6 +195,8 @@ def write_root(
 
 
 def _extend(tree: uproot.WritableTree, events: list[Event], names: dict[str, str]) -> int:
+    import awkward as ak
+
     data: dict[str, object] = {names["event_id"]: np.array([e.event_id for e in events], np.int64)}
     for table, cls in TABLES.items():
         parts = [getattr(e, table) for e in events]

@@ -27,17 +27,20 @@ import hashlib
 import json
 import shutil
 import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as pb
 
+from recoserve.contract import MODEL_TENSORS, PUBLIC_MODELS, TensorSpec, output_names
 from recoserve.nn.checkpoint import DEFAULT_CLUSTERING_CHECKPOINT, DEFAULT_MLPF_CHECKPOINT
 
 Flavour = Literal["local", "ngc"]
-PUBLIC_MODELS = ("hgcal_clustering", "event_reco")
+# Rows of the zero-valued warmup sample of each input.
+WARMUP_ROWS = {"HITS": 64, "TRACKS": 2, "ELEMENTS": 8}
 INTERNAL_MODELS = ("gravnet_oc", "condensation", "mlpf", "mlpf_decode")
 MODEL_CLASSES = {
     "gravnet_oc": "NetworkModel",
@@ -48,37 +51,6 @@ MODEL_CLASSES = {
     "event_reco": "EventRecoModel",
 }
 REPOSITORY_FORMAT = "recoserve-repository-1"
-
-
-@dataclass(frozen=True)
-class Tensor:
-    name: str
-    dims: tuple[int, ...]
-    dtype: str = "TYPE_FP32"
-    ragged: bool = False
-
-    def pbtxt(self) -> str:
-        dims = ", ".join(str(d) for d in self.dims)
-        ragged = " allow_ragged_batch: true" if self.ragged else ""
-        return f'  {{ name: "{self.name}" data_type: {self.dtype} dims: [ {dims} ]{ragged} }}'
-
-
-HITS = Tensor("HITS", (-1, 5))
-SEGMENT = Tensor("SEGMENT", (-1,), "TYPE_INT64")
-ELEMENTS = Tensor("ELEMENTS", (-1, 19))
-CLUSTERING_OUT = (
-    Tensor("BETA", (-1,)),
-    Tensor("CCOORDS", (-1, 3)),
-    Tensor("ENERGY_FACTOR", (-1,)),
-    Tensor("POSITION", (-1, 2)),
-    Tensor("TIME", (-1,)),
-    Tensor("CLASS_LOGITS", (-1, 3)),
-)
-MLPF_OUT = (Tensor("CLASS_LOGITS", (-1, 6)), Tensor("REGRESSION", (-1, 5)))
-HIT_CLUSTER = Tensor("HIT_CLUSTER", (-1,), "TYPE_INT64")
-CLUSTERS = Tensor("CLUSTERS", (-1, 12))
-CANDIDATES = Tensor("CANDIDATES", (-1, 9))
-TRACKS = Tensor("TRACKS", (-1, 9))
 
 
 @dataclass(frozen=True)
@@ -99,27 +71,25 @@ class ServingOptions:
     version: int = 1
 
 
-def _io(inputs: tuple[Tensor, ...], outputs: tuple[Tensor, ...]) -> str:
-    ins = ",\n".join(t.pbtxt() for t in inputs)
-    outs = ",\n".join(t.pbtxt() for t in outputs)
-    return f"input [\n{ins}\n]\noutput [\n{outs}\n]\n"
+def _add_tensors(field: Any, specs: tuple[TensorSpec, ...]) -> None:
+    for spec in specs:
+        tensor = field.add(
+            name=spec.name, data_type=getattr(pb, f"TYPE_{spec.dtype}"), dims=list(spec.dims)
+        )
+        if spec.ragged:
+            tensor.allow_ragged_batch = True
 
 
-def _parameters(values: dict[str, str]) -> str:
-    return "".join(
-        f'parameters {{ key: "{k}" value: {{ string_value: "{v}" }} }}\n' for k, v in values.items()
-    )
-
-
-def _warmup(inputs: Mapping[str, tuple[int, ...]]) -> str:
-    """A warmup sample of zeros (valid input: finite, zero energies); SEGMENT is INT64."""
-    body = "".join(
-        f'    inputs {{ key: "{name}" value: {{ data_type: '
-        f"{'TYPE_INT64' if name == 'SEGMENT' else 'TYPE_FP32'} dims: [ "
-        f"{', '.join(str(d) for d in dims)} ] zero_data: true }} }}\n"
-        for name, dims in inputs.items()
-    )
-    return f'model_warmup [\n  {{\n    name: "zeros"\n    batch_size: 1\n{body}  }}\n]\n'
+def _add_warmup(config: Any, inputs: tuple[TensorSpec, ...], rows: dict[str, int]) -> None:
+    """A warmup sample of zeros (valid input: finite, zero energies); SEGMENT has as many rows
+    as the table it indexes."""
+    sample = config.model_warmup.add(name="zeros", batch_size=1)
+    for spec in inputs:
+        tensor = sample.inputs[spec.name]
+        tensor.data_type = getattr(pb, f"TYPE_{spec.dtype}")
+        n = rows[inputs[0].name] if spec.name == "SEGMENT" else rows[spec.name]
+        tensor.dims.extend([n, *spec.dims[1:]])
+        tensor.zero_data = True
 
 
 def batch_size(options: ServingOptions, flavour: Flavour) -> int:
@@ -131,54 +101,37 @@ def batch_size(options: ServingOptions, flavour: Flavour) -> int:
 def model_config(
     name: str, flavour: Flavour, options: ServingOptions, params: dict[str, str]
 ) -> str:
-    """config.pbtxt text of one model."""
+    """config.pbtxt text of one model, from its tensors in ``recoserve.contract``."""
     native = flavour == "ngc" and name in ("gravnet_oc", "mlpf")
-    head = f'name: "{name}"\n'
-    head += (
-        'backend: "onnxruntime"\ndefault_model_filename: "model.onnx"\n'
-        if native
-        else 'backend: "python"\n'
-    )
-    head += "version_policy: { latest: { num_versions: 1 } }\n"
-    kind = "KIND_GPU" if flavour == "ngc" and native else "KIND_CPU"
+    inputs, outputs = MODEL_TENSORS[name]
+    public = name in PUBLIC_MODELS
+    config = pb.ModelConfig(name=name, backend="onnxruntime" if native else "python")
+    if native:
+        config.default_model_filename = "model.onnx"
+    config.version_policy.latest.num_versions = 1
+    _add_tensors(config.input, inputs)
+    _add_tensors(config.output, outputs)
     # Public models warm up themselves and, inline, the networks; with BLS they cannot call
     # another model while the server loads, so the networks warm up on their own.
     bls = params.get("network_mode") == "bls"
-    if name == "gravnet_oc":
-        body = "max_batch_size: 0\n" + _io((HITS, SEGMENT), CLUSTERING_OUT)
-        body += _warmup({"HITS": (64, 5), "SEGMENT": (64,)}) if bls else ""
-    elif name == "mlpf":
-        body = "max_batch_size: 0\n" + _io((ELEMENTS, SEGMENT), MLPF_OUT)
-        body += _warmup({"ELEMENTS": (8, 19), "SEGMENT": (8,)}) if bls else ""
-    elif name == "condensation":
-        body = "max_batch_size: 0\n" + _io((HITS, *CLUSTERING_OUT), (HIT_CLUSTER, CLUSTERS))
-    elif name == "mlpf_decode":
-        body = "max_batch_size: 0\n" + _io((ELEMENTS, *MLPF_OUT), (CANDIDATES,))
-    else:
-        ragged_hits = Tensor("HITS", (-1, 5), ragged=True)
-        if name == "hgcal_clustering":
-            body = _io((ragged_hits,), (HIT_CLUSTER, CLUSTERS))
-            warm = {"HITS": (64, 5)}
-        else:
-            ragged_tracks = Tensor("TRACKS", (-1, 9), ragged=True)
-            body = _io((ragged_hits, ragged_tracks), (HIT_CLUSTER, CLUSTERS, CANDIDATES))
-            warm = {"HITS": (64, 5), "TRACKS": (2, 9)}
-        body = (
-            f"max_batch_size: {batch_size(options, flavour)}\n"
-            + body
-            + "dynamic_batching {\n"
-            + f"  max_queue_delay_microseconds: {options.max_queue_delay_us}\n"
-            + "  default_queue_policy {\n"
-            + "    timeout_action: REJECT\n"
-            + f"    default_timeout_microseconds: {options.queue_timeout_us}\n"
-            + "    allow_timeout_override: true\n"
-            + f"    max_queue_size: {options.max_queue_size}\n"
-            + "  }\n}\n"
-            + ("" if bls else _warmup(warm))
-        )
-    count = options.instances if name in PUBLIC_MODELS else 1
-    body += f"instance_group [ {{ count: {count} kind: {kind} }} ]\n"
-    return head + body + _parameters(params)
+    if public:
+        config.max_batch_size = batch_size(options, flavour)
+        batching = config.dynamic_batching
+        batching.max_queue_delay_microseconds = options.max_queue_delay_us
+        policy = batching.default_queue_policy
+        policy.timeout_action = pb.ModelQueuePolicy.REJECT
+        policy.default_timeout_microseconds = options.queue_timeout_us
+        policy.allow_timeout_override = True
+        policy.max_queue_size = options.max_queue_size
+        if not bls:
+            _add_warmup(config, inputs, WARMUP_ROWS)
+    elif bls and name in ("gravnet_oc", "mlpf"):
+        _add_warmup(config, inputs, WARMUP_ROWS)
+    kind = pb.ModelInstanceGroup.KIND_GPU if native else pb.ModelInstanceGroup.KIND_CPU
+    config.instance_group.add(count=options.instances if public else 1, kind=kind)
+    for key, value in params.items():
+        config.parameters[key].string_value = value
+    return str(text_format.MessageToString(config))
 
 
 def _sha256(path: Path) -> str:
@@ -272,8 +225,9 @@ def export_served_network(
     from recoserve.nn.checkpoint import load_clustering, load_mlpf
 
     folder.mkdir(parents=True, exist_ok=True)
-    inputs = ("HITS", "SEGMENT") if name == "gravnet_oc" else ("ELEMENTS", "SEGMENT")
-    outputs = tuple(t.name for t in (CLUSTERING_OUT if name == "gravnet_oc" else MLPF_OUT))
+    table, segment = (spec.name for spec in MODEL_TENSORS[name][0])
+    inputs = (table, segment)
+    outputs = output_names(name)
     if parity:
         with tempfile.TemporaryDirectory() as tmp:
             export = export_clustering if name == "gravnet_oc" else export_mlpf

@@ -39,7 +39,11 @@ class OCWeights:
     @staticmethod
     def current() -> OCWeights:
         return OCWeights(
-            per_object=True, repulsion=2.0, beta_energy_scale=20.0, beta_energy_floor=0.3
+            per_object=True,
+            by_own_object=True,
+            repulsion=2.0,
+            beta_energy_scale=20.0,
+            beta_energy_floor=0.3,
         )
 
 

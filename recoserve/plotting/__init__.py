@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+from recoserve.extras import require
+
+require("sim", "plots (recoserve.plotting)")
+
+import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
-from matplotlib.figure import Figure
+from matplotlib.figure import Figure  # noqa: E402
 
 
 def save_figure(fig: Figure, output: str | Path, dpi: int = 80) -> Path:

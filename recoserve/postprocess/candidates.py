@@ -18,27 +18,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from recoserve.postprocess.elements import CLUSTER, COLUMN, TRACK
+from recoserve.contract import CANDIDATE_DTYPE, CLUSTER, PF_CLASSES, TRACK
+from recoserve.postprocess.elements import COLUMN
 
-PF_CLASSES = ("none", "charged_hadron", "neutral_hadron", "photon", "electron", "muon")
 NONE, CHARGED_HADRON, NEUTRAL_HADRON, PHOTON, ELECTRON, MUON = range(len(PF_CLASSES))
 TRACK_CLASSES = (NONE, CHARGED_HADRON, ELECTRON, MUON)
 CLUSTER_CLASSES = (NONE, NEUTRAL_HADRON, PHOTON)
-REGRESSION = ("pt", "eta", "sin_phi", "cos_phi", "energy")
-
-CANDIDATE_DTYPE = np.dtype(
-    [
-        ("pdg", np.int32),
-        ("charge", np.int8),
-        ("pt", np.float32),  # GeV
-        ("eta", np.float32),
-        ("phi", np.float32),  # rad
-        ("energy", np.float32),  # GeV
-        ("class_id", np.int8),  # index in PF_CLASSES
-        ("element", np.int32),  # row of the element it comes from
-        ("probability", np.float32),  # softmax probability of the chosen class
-    ]
-)
 
 
 def pdg_of(class_id: np.ndarray, charge: np.ndarray) -> np.ndarray:

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-CLASS_NAMES = ("em", "hadron", "mip")
+from recoserve.contract import CLUSTER_CLASSES
+
+CLASS_NAMES = CLUSTER_CLASSES
 
 
 @dataclass(frozen=True)

@@ -14,36 +14,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from recoserve.contract import (
+    CLUSTER,
+    ELEMENT_FEATURES,
+    N_ELEMENT_FEATURES,
+    TRACK,
+    TRACK_FEATURES,
+)
 from recoserve.postprocess.condensation import Clusters
 from recoserve.sim.geometry import GEOMETRY, N_EE, Z_FRONT
 
-TRACK = 1.0
-CLUSTER = 2.0
-
-ELEMENT_FEATURES = (
-    "type",  # 1 track, 2 cluster
-    "pt",  # GeV: track pt, cluster transverse energy E / cosh(eta)
-    "eta",
-    "sin_phi",
-    "cos_phi",
-    "energy",  # GeV: track momentum p, cluster corrected energy
-    "x",  # cm at the calorimeter face
-    "y",
-    "z",  # +-320 cm: the endcap
-    "charge",  # track charge, 0 for clusters
-    "size",  # track: tracker layers with a hit; cluster: number of hits
-    "raw_energy",  # GeV, cluster: sum of its hit energies
-    "time",  # ns, cluster arrival time at the face
-    "p_em",  # cluster class probabilities (condensation network)
-    "p_hadron",
-    "p_mip",
-    "width",  # cm, cluster: energy-weighted transverse RMS, projected to the face
-    "depth",  # cm, cluster: energy-weighted mean depth |z| - 320
-    "em_fraction",  # cluster: share of its energy in the electromagnetic section (CE-E)
-)
-N_ELEMENT_FEATURES = len(ELEMENT_FEATURES)
 COLUMN = {name: i for i, name in enumerate(ELEMENT_FEATURES)}
-TRACK_FEATURES = ("pt", "eta", "phi", "charge", "p", "x_calo", "y_calo", "z_calo", "n_layers")
 
 # |z| between the last CE-E layer and the first CE-H layer.
 EE_BOUNDARY_Z = 0.5 * float(GEOMETRY.layers.z[N_EE - 1] + GEOMETRY.layers.z[N_EE])

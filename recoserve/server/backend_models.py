@@ -4,7 +4,7 @@ that subclasses a class from here, so the serving logic is ordinary, importable,
 ``triton_python_backend_utils`` only exists inside Triton's Python stub, so it is imported when
 a model is initialised, not when this module is imported.
 
-Every request is validated on its own (``recoserve.postprocess.tensors``); an invalid one gets an
+Every request is validated on its own (``recoserve.contract``); an invalid one gets an
 INVALID_ARGUMENT error naming the problem while the valid requests of the same dynamic batch go
 on through one network call (``recoserve.postprocess.chain``).
 """
@@ -18,9 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from recoserve.postprocess.chain import Network, OnnxNetwork, cluster_events, reconstruct_events
-from recoserve.postprocess.condensation import CondensationThresholds, condense
-from recoserve.postprocess.tensors import (
+from recoserve.contract import (
     MAX_HITS,
     InvalidInput,
     candidate_table,
@@ -29,10 +27,13 @@ from recoserve.postprocess.tensors import (
     check_rows,
     check_tracks,
     cluster_table,
+    output_names,
 )
+from recoserve.postprocess.chain import Network, OnnxNetwork, cluster_events, reconstruct_events
+from recoserve.postprocess.condensation import CondensationThresholds, condense
 
-CLUSTERING_OUTPUTS = ("BETA", "CCOORDS", "ENERGY_FACTOR", "POSITION", "TIME", "CLASS_LOGITS")
-MLPF_OUTPUTS = ("CLASS_LOGITS", "REGRESSION")
+CLUSTERING_OUTPUTS = output_names("gravnet_oc")
+MLPF_OUTPUTS = output_names("mlpf")
 
 
 def _pb() -> Any:

@@ -34,8 +34,8 @@ import numpy as np
 import pyarrow as pa
 
 from recoserve.client.results import ClusterResult, RecoResult
+from recoserve.contract import HIT_FEATURES
 from recoserve.postprocess.elements import TRACK_FEATURES
-from recoserve.postprocess.tensors import HIT_FEATURES
 
 JSON = "application/json"
 ARROW = "application/vnd.apache.arrow.stream"

@@ -15,6 +15,8 @@ control, shared memory, logging) are not proxied. Validation limits, API keys or
 tokens, per-key rate limiting and CORS are set by ``GatewaySettings``.
 """
 
+# The extra is checked before its modules are imported:
+# ruff: noqa: E402
 from __future__ import annotations
 
 import asyncio
@@ -29,6 +31,10 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+from recoserve.extras import require
+
+require("gateway", "the REST gateway (recoserve.server.gateway)")
+
 import numpy as np
 from fastapi import FastAPI, Request, Response, Security
 from fastapi.middleware.cors import CORSMiddleware
@@ -41,23 +47,39 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from recoserve.client.aio import AsyncRecoClient
 from recoserve.client.results import ClusterResult
 from recoserve.client.sync import RecoError, RejectedInput
-from recoserve.postprocess.tensors import InvalidInput, check_hits, check_tracks
+from recoserve.contract import (
+    HIT_FEATURES,
+    TRACK_FEATURES,
+    InvalidInput,
+    check_hits,
+    check_tracks,
+)
 from recoserve.server import bodies
 
 log = logging.getLogger("recoserve.gateway")
 
-HIT_ROW = {"type": "array", "items": {"type": "number"}, "minItems": 5, "maxItems": 5}
-TRACK_ROW = {"type": "array", "items": {"type": "number"}, "minItems": 9, "maxItems": 9}
+
+def _row(columns: tuple[str, ...]) -> dict[str, Any]:
+    n = len(columns)
+    return {"type": "array", "items": {"type": "number"}, "minItems": n, "maxItems": n}
+
+
+HIT_ROW = _row(HIT_FEATURES)
+TRACK_ROW = _row(TRACK_FEATURES)
 EVENT_SCHEMA = {
     "type": "object",
     "required": ["hits"],
     "additionalProperties": False,
     "properties": {
-        "hits": {"type": "array", "items": HIT_ROW, "description": "x, y, z (cm), E (GeV), t (ns)"},
+        "hits": {
+            "type": "array",
+            "items": HIT_ROW,
+            "description": f"{', '.join(HIT_FEATURES)} (cm, cm, cm, GeV, ns)",
+        },
         "tracks": {
             "type": "array",
             "items": TRACK_ROW,
-            "description": "pt, eta, phi, charge, p, x_calo, y_calo, z_calo, n_layers",
+            "description": ", ".join(TRACK_FEATURES),
         },
     },
 }
