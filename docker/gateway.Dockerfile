@@ -12,7 +12,7 @@ COPY recoserve ./recoserve
 COPY checkpoints ./checkpoints
 COPY --from=js /web/node_modules/three/build/three.module.min.js ./recoserve/server/static/vendor/
 RUN pip install --no-cache-dir "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu \
- && pip install --no-cache-dir -e .
+ && pip install --no-cache-dir -e ".[all]"
 
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
