@@ -180,6 +180,36 @@ def test_batch_endpoint(gateway: str, event: tuple[np.ndarray, np.ndarray]) -> N
     assert results[0]["hit_cluster"] == single.json()["hit_cluster"]
 
 
+def test_one_bad_event_in_a_batch_fails_alone(
+    gateway: str, event: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """A batch of a valid event, an event with a negative energy and an event over the hit
+    limit: 200, the valid one answered as if sent alone, each bad one with its own error."""
+    hits, tracks = event
+    negative = hits.copy()
+    negative[3, 3] = -1.0
+    too_many = np.tile(hits[:1], (500_001, 1))
+    body = {
+        "events": [
+            json_body(negative, tracks),
+            json_body(hits, tracks),
+            {"hits": too_many.tolist()},
+        ]
+    }
+    response = httpx.post(f"{gateway}/v1/reconstruct/batch", json=body, timeout=120)
+    assert response.status_code == 200
+    answer = response.json()
+    assert answer["errors"] == 2
+    first, second, third = answer["results"]
+    assert first["error"]["status"] == 422
+    assert "events[0]" in first["error"]["detail"] and "negative" in first["error"]["detail"]
+    assert third["error"]["status"] == 413 and "events[2]" in third["error"]["detail"]
+    single = httpx.post(f"{gateway}/v1/reconstruct", json=json_body(hits, tracks), timeout=60)
+    assert second["hit_cluster"] == single.json()["hit_cluster"]
+    pdg = [c["pdg"] for c in single.json()["candidates"]]
+    assert [c["pdg"] for c in second["candidates"]] == pdg
+
+
 GOOD_HIT = [10.0, 20.0, 330.0, 0.5, 11.0]
 BAD_INPUTS: dict[str, tuple[str, str | bytes, dict[str, str], int, str]] = {
     # name: (path, body, headers, status, message fragment)

@@ -125,37 +125,43 @@ def _percentiles(latencies: list[float]) -> tuple[float, float, float]:
     return float(p[0]), float(p[1]), float(p[2])
 
 
+Call = Callable[[Event], None]
+# A connection of one worker thread: (send one event, close the connection).
+MakeCall = Callable[[], tuple[Call, Callable[[], None]]]
+
+
 def drive(
-    make_call: Callable[[], Callable[[Event], None]],
-    events: list[Event],
-    concurrency: int,
-    n_requests: int,
+    make_call: MakeCall, events: list[Event], concurrency: int, n_requests: int
 ) -> tuple[float, list[float], int]:
-    """``concurrency`` threads, each with its own ``make_call()``, send ``n_requests`` events
-    in total; returns (wall seconds, latencies, errors)."""
+    """``concurrency`` threads, each with its own connection from ``make_call()`` (closed when
+    the thread ends, whatever happens), send ``n_requests`` events in total; returns (wall
+    seconds, latencies, errors)."""
     latencies: list[float] = []
     errors = [0]
     lock = threading.Lock()
     counter = iter(range(n_requests))
 
     def worker() -> None:
-        call = make_call()
-        call(events[0])  # warm this connection up
-        barrier.wait()
-        while True:
-            with lock:
-                i = next(counter, None)
-            if i is None:
-                return
-            t0 = time.perf_counter()
-            try:
-                call(events[i % len(events)])
-            except Exception:
+        call, close = make_call()
+        try:
+            call(events[0])  # warm this connection up
+            barrier.wait()
+            while True:
                 with lock:
-                    errors[0] += 1
-                continue
-            with lock:
-                latencies.append(time.perf_counter() - t0)
+                    i = next(counter, None)
+                if i is None:
+                    return
+                t0 = time.perf_counter()
+                try:
+                    call(events[i % len(events)])
+                except Exception:
+                    with lock:
+                        errors[0] += 1
+                    continue
+                with lock:
+                    latencies.append(time.perf_counter() - t0)
+        finally:
+            close()  # e.g. unregisters a client's shared-memory regions
 
     barrier = threading.Barrier(concurrency + 1)
     with ThreadPoolExecutor(concurrency) as pool:
@@ -173,8 +179,12 @@ def drive(
 _PIPELINE: Any = None
 
 
-def _init_worker(repository: str) -> None:
+def _init_worker(repository: str, pids: Any = None) -> None:
+    """Load the exported networks once per worker process; report its pid on ``pids`` (a
+    multiprocessing queue) so that its CPU and memory can be measured."""
     global _PIPELINE
+    if pids is not None:
+        pids.put(os.getpid())
     os.environ["OMP_NUM_THREADS"] = "1"
     from recoserve.inprocess import ClusteringPipeline, EventRecoPipeline
 
@@ -194,9 +204,11 @@ def _run_one(event: Event) -> float:
 
 
 def _in_process(repository: Path, events: list[Event], concurrency: int, n: int) -> Measurement:
-    with get_context("spawn").Pool(concurrency, _init_worker, (str(repository),)) as pool:
+    context = get_context("spawn")
+    pids = context.Queue()
+    with context.Pool(concurrency, _init_worker, (str(repository), pids)) as pool:
         pool.map(_run_one, [events[0]] * concurrency)  # warm up every worker
-        monitor = ResourceMonitor([p.pid for p in pool._pool])  # type: ignore[attr-defined]
+        monitor = ResourceMonitor([pids.get(timeout=300) for _ in range(concurrency)])
         start = time.perf_counter()
         latencies = pool.map(_run_one, [events[i % len(events)] for i in range(n)], chunksize=1)
         wall = time.perf_counter() - start
@@ -241,10 +253,14 @@ def _process(command: list[str], health: str) -> Iterator[subprocess.Popen[bytes
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(600):
+            if process.poll() is not None:
+                raise RuntimeError(f"{command[:3]} exited with {process.returncode} while starting")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(health, timeout=1).status_code == 200:
                     break
             time.sleep(0.2)
+        else:
+            raise RuntimeError(f"{command[:3]} did not answer {health} within 120 s")
         yield process
     finally:
         process.terminate()
@@ -300,7 +316,7 @@ def run_bench(
                 one = (time.perf_counter() - t0) / 3  # rough seconds per event on one core
                 n_requests = int(np.clip(budget_s * 2 / max(one, 1e-3), 8, 400))
 
-                def rest(kind: str, port: int, path: str) -> Callable[[Event], None]:
+                def rest(kind: str, port: int, path: str) -> tuple[Call, Callable[[], None]]:
                     client = httpx.Client(timeout=300)
                     url = f"http://127.0.0.1:{port}{path}"
 
@@ -319,17 +335,17 @@ def run_bench(
                         if kind == "json":
                             response.json()
 
-                    return call
+                    return call, client.close
 
-                def grpc(shm: str) -> Callable[[Event], None]:
+                def grpc(shm: str) -> tuple[Call, Callable[[], None]]:
                     client = RecoClient(triton.grpc_url, shared_memory=shm, timeout=300)
 
                     def call(event: Event) -> None:
                         client.reconstruct(event)
 
-                    return call
+                    return call, client.close
 
-                factories: dict[str, Callable[[], Callable[[Event], None]]] = {
+                factories: dict[str, MakeCall] = {
                     "grpc": lambda: grpc("never"),
                     "shm": lambda: grpc("always"),
                     "rest-binary": lambda: rest("npz", gateway_port, "/v1/reconstruct"),
@@ -341,17 +357,18 @@ def run_bench(
                         if mode == "in-process":
                             m = _in_process(repository, events, concurrency, n_requests)
                         elif mode == "stream":
-                            client = RecoClient(triton.grpc_url, shared_memory="never", timeout=300)
-                            list(client.reconstruct_many(events[:2], in_flight=2))
-                            monitor = ResourceMonitor(serving[mode])
-                            start = time.perf_counter()
-                            outs = list(client.reconstruct_many(
-                                (events[i % len(events)] for i in range(n_requests)),
-                                in_flight=concurrency))  # fmt: skip
-                            wall = time.perf_counter() - start
-                            cpu, peak = monitor.stop()
-                            errors = sum(1 for o in outs if o.error)
-                            client.close()
+                            with RecoClient(
+                                triton.grpc_url, shared_memory="never", timeout=300
+                            ) as client:
+                                list(client.reconstruct_many(events[:2], in_flight=2))
+                                monitor = ResourceMonitor(serving[mode])
+                                start = time.perf_counter()
+                                outs = list(client.reconstruct_many(
+                                    (events[i % len(events)] for i in range(n_requests)),
+                                    in_flight=concurrency))  # fmt: skip
+                                wall = time.perf_counter() - start
+                                cpu, peak = monitor.stop()
+                                errors = sum(1 for o in outs if o.error)
                             m = _measurement(mode, events, concurrency, n_requests, wall, [],
                                              errors, cpu, peak)  # fmt: skip
                         else:

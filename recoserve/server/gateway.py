@@ -280,7 +280,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             return f"sub:{claims['sub']}"
         raise GatewayError(401, "authentication required: X-API-Key or Bearer token")
 
-    async def read_events(request: Request, batch: bool) -> list[tuple[np.ndarray, ...]]:
+    async def read_events(
+        request: Request, batch: bool
+    ) -> tuple[list[tuple[np.ndarray, ...]], dict[int, GatewayError]]:
+        """The events of a body, and what is wrong with each invalid one. A body that cannot
+        be decoded fails whole; an event that breaks a limit or the contract fails alone."""
         length = request.headers.get("content-length")
         if length is not None and int(length) > settings.max_body_bytes:
             raise GatewayError(413, f"body of {length} bytes exceeds {settings.max_body_bytes}")
@@ -309,49 +313,87 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             raise GatewayError(
                 422, f"a batch holds 1 to {settings.max_events_per_batch} events, got {len(events)}"
             )
+        problems: dict[int, GatewayError] = {}
         for i, (hits, tracks) in enumerate(events):
             where = f"events[{i}]." if batch else ""
             if len(hits) > settings.max_hits:
-                raise GatewayError(
+                problems[i] = GatewayError(
                     413, f"{where}hits: {len(hits)} rows > limit {settings.max_hits}"
                 )
-            if len(tracks) > settings.max_tracks:
-                raise GatewayError(
+            elif len(tracks) > settings.max_tracks:
+                problems[i] = GatewayError(
                     413, f"{where}tracks: {len(tracks)} rows > limit {settings.max_tracks}"
                 )
-            try:
-                check_hits(hits)
-                check_tracks(tracks)
-            except InvalidInput as err:
-                raise GatewayError(422, f"{where}{err}") from None
-        return events
+            else:
+                try:
+                    check_hits(hits)
+                    check_tracks(tracks)
+                except InvalidInput as err:
+                    problems[i] = GatewayError(422, f"{where}{err}")
+        if problems and not batch:
+            raise problems[0]
+        return events, problems
 
-    def respond(request: Request, results: list[ClusterResult], batch: bool) -> Response:
+    def respond(
+        request: Request, results: list[ClusterResult | GatewayError], batch: bool
+    ) -> Response:
         accept = request.headers.get("accept", bodies.JSON).split(",")[0].split(";")[0].strip()
         if accept in ("", "*/*"):
             accept = bodies.JSON
-        if accept == bodies.JSON:
-            if batch:
-                return JSONResponse({"results": [bodies.result_to_json(r) for r in results]})
-            return JSONResponse(bodies.result_to_json(results[0]))
-        if batch:
+        if batch and accept != bodies.JSON:
             raise GatewayError(406, "batch responses are JSON (Accept: application/json)")
+        if batch:
+            # One entry per event, in order: its result, or the error of that event alone.
+            failed = [r for r in results if isinstance(r, GatewayError)]
+            if failed and len(failed) == len(results) and all(r.status == 503 for r in failed):
+                raise failed[0]  # the service is down, not the events wrong
+            entries = [
+                {"error": {"status": r.status, "detail": r.message}}
+                if isinstance(r, GatewayError)
+                else bodies.result_to_json(r)
+                for r in results
+            ]
+            return JSONResponse({"results": entries, "errors": len(failed)})
+        (result,) = results
+        if isinstance(result, GatewayError):
+            raise result
+        if accept == bodies.JSON:
+            return JSONResponse(bodies.result_to_json(result))
         if accept == bodies.NPZ:
-            return Response(bodies.result_to_npz(results[0]), media_type=bodies.NPZ)
+            return Response(bodies.result_to_npz(result), media_type=bodies.NPZ)
         if accept == bodies.ARROW:
-            return Response(bodies.result_to_arrow(results[0]), media_type=bodies.ARROW)
+            return Response(bodies.result_to_arrow(result), media_type=bodies.ARROW)
         raise GatewayError(406, f"cannot answer in {accept!r}; use {', '.join(bodies.MEDIA_TYPES)}")
 
-    async def infer(kind: str, events: list[tuple[np.ndarray, ...]]) -> list[ClusterResult]:
+    async def infer_one(
+        kind: str, hits: np.ndarray, tracks: np.ndarray
+    ) -> ClusterResult | GatewayError:
         try:
             if kind == "cluster":
-                return list(await asyncio.gather(*(client().cluster(h) for h, _ in events)))
-            return list(await asyncio.gather(*(client().reconstruct((h, t)) for h, t in events)))
+                return await client().cluster(hits)
+            return await client().reconstruct((hits, tracks))
         except RejectedInput as err:  # by status code, never by the message's text
-            raise GatewayError(422, str(err)) from None
+            return GatewayError(422, str(err))
         except RecoError as err:
             log.warning("reconstruction failed: %s", err)  # addresses stay in the log
-            raise GatewayError(503, "reconstruction service unavailable; try again later") from None
+            return GatewayError(503, "reconstruction service unavailable; try again later")
+
+    async def infer(
+        kind: str, events: list[tuple[np.ndarray, ...]], problems: dict[int, GatewayError]
+    ) -> list[ClusterResult | GatewayError]:
+        """Every valid event sent concurrently; each answer is its result or its own error."""
+
+        async def known(error: GatewayError) -> GatewayError:
+            return error
+
+        return list(
+            await asyncio.gather(
+                *(
+                    known(problems[i]) if i in problems else infer_one(kind, hits, tracks)
+                    for i, (hits, tracks) in enumerate(events)
+                )
+            )
+        )
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -395,8 +437,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     def events_endpoint(kind: str, batch: bool, doc: str) -> Any:
         async def endpoint(request: Request) -> Response:
             authorise(request)
-            events = await read_events(request, batch)
-            return respond(request, await infer(kind, events), batch)
+            events, problems = await read_events(request, batch)
+            return respond(request, await infer(kind, events, problems), batch)
 
         endpoint.__doc__ = doc
         return endpoint
