@@ -862,6 +862,19 @@ def reconstruct(
     model_version: Annotated[
         str, typer.Option(help="Pin the served model version (default: the latest).")
     ] = "",
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="RECOSERVE_API_KEY",
+            help="Credential for a server that checks one (sent as x-api-key); better given "
+            "in the RECOSERVE_API_KEY environment variable than on the command line.",
+            show_default=False,
+        ),
+    ] = None,
+    ssl: Annotated[bool, typer.Option(help="TLS to the servers.")] = False,
+    root_certificates: Annotated[
+        Path | None, typer.Option(help="CA certificates (PEM) that sign the servers' TLS.")
+    ] = None,
 ) -> None:
     """Send every event of a file to recoserve and write its particle candidates to Parquet.
 
@@ -876,7 +889,13 @@ def reconstruct(
     servers = server or ["127.0.0.1:8001"]
     try:
         client = RecoClient(
-            servers, timeout=timeout, compression=compression, model_version=model_version
+            servers,
+            timeout=timeout,
+            compression=compression,
+            model_version=model_version,
+            api_key=api_key,
+            ssl=ssl,
+            root_certificates=root_certificates,
         )
     except ValueError as err:
         raise _fail(str(err)) from None
@@ -944,6 +963,7 @@ def _gateway_settings(
     jwt_secret: str | None,
     cors: list[str] | None,
     rate_limit: int,
+    triton_key: str | None = None,
 ) -> Any:
     from recoserve.server.gateway import GatewaySettings
 
@@ -953,6 +973,7 @@ def _gateway_settings(
         jwt_secret=jwt_secret,
         cors_origins=tuple(cors or []),
         rate_limit_per_minute=rate_limit,
+        triton_api_key=triton_key,
     )
 
 
@@ -1002,10 +1023,22 @@ def serve(
         TritonError,
         TritonServer,
         Watchdog,
+        is_loopback,
         port_is_free,
         public_models_only,
     )
 
+    # Nothing reachable from another machine without a credential: Triton checks the API key
+    # itself; with only a JWT secret (which Triton cannot check) it stays on this machine and
+    # the gateway is the way in.
+    exposed = not is_loopback(host)
+    if exposed and not api_key and not jwt_secret:
+        raise _fail(
+            f"serving {host} needs a credential: --api-key (checked by Triton and the gateway) "
+            "or --jwt-secret (the gateway only; Triton then stays on 127.0.0.1)"
+        )
+    triton_host = host if not exposed or api_key else "127.0.0.1"
+    triton_key = api_key[0] if exposed and api_key else None
     if gateway_port and not port_is_free(gateway_port, host):
         raise _fail(f"the gateway port {gateway_port} is taken; choose another with --gateway-port")
     if not repository_is_current(repository, "local", clustering_checkpoint, mlpf_checkpoint):
@@ -1022,8 +1055,9 @@ def serve(
     server = TritonServer(
         repository,
         Ports(http_port, grpc_port, metrics_port),
-        host=host,
+        host=triton_host,
         extra_args=() if building_blocks else public_models_only(),
+        api_key=triton_key,
     )
     watchdog = Watchdog(
         server,
@@ -1041,9 +1075,11 @@ def serve(
             table = Table(title="recoserve is serving (Ctrl-C to stop)")
             table.add_column("endpoint")
             table.add_column("address")
-            table.add_row("Triton gRPC", f"{host}:{grpc_port}")
-            table.add_row("Triton HTTP", f"http://{host}:{http_port}")
-            table.add_row("Prometheus metrics", f"http://{host}:{metrics_port}/metrics")
+            checked = " (x-api-key checked)" if triton_key else ""
+            table.add_row("Triton gRPC", f"{triton_host}:{grpc_port}{checked}")
+            table.add_row("Triton HTTP", f"http://{triton_host}:{http_port}{checked}")
+            metrics_host = "127.0.0.1" if exposed else host
+            table.add_row("Prometheus metrics", f"http://{metrics_host}:{metrics_port}/metrics")
             table.add_row("public models", "hgcal_clustering, event_reco")
             if gateway_port:
                 table.add_row("REST gateway (OpenAPI)", f"http://{host}:{gateway_port}/docs")
@@ -1051,7 +1087,7 @@ def serve(
             Console().print(table)
             watchdog.start()  # a crashed Triton is restarted (bounded, with backoff)
             _serve_until_stopped(
-                gateway_port, grpc_port, host, api_key, jwt_secret, cors, rate_limit
+                gateway_port, grpc_port, host, api_key, jwt_secret, cors, rate_limit, triton_key
             )
     finally:
         console.print("stopping ...")
@@ -1068,6 +1104,7 @@ def _serve_until_stopped(
     jwt_secret: str | None,
     cors: list[str] | None,
     rate_limit: int,
+    triton_key: str | None,
 ) -> None:
     """Run the gateway in front of Triton (or just wait) until a stop signal; the watchdog
     restarts a crashed Triton meanwhile, and signals this process if it gives up."""
@@ -1077,7 +1114,7 @@ def _serve_until_stopped(
         from recoserve.server.gateway import create_app
 
         settings = _gateway_settings(
-            [f"127.0.0.1:{grpc_port}"], api_key, jwt_secret, cors, rate_limit
+            [f"127.0.0.1:{grpc_port}"], api_key, jwt_secret, cors, rate_limit, triton_key
         )
         # uvicorn handles SIGINT and SIGTERM itself (a graceful shutdown), then raises the
         # signal again, which our handlers turn into the exit above.
@@ -1160,6 +1197,15 @@ def gateway(
     jwt_secret: JwtOption = None,
     cors: CorsOption = None,
     rate_limit: RateOption = 600,
+    triton_api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="RECOSERVE_TRITON_API_KEY",
+            help="The key Triton checks, when it serves other machines (recoserve serve "
+            "--api-key); or RECOSERVE_TRITON_API_KEY.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run only the REST gateway and event display, in front of running Triton servers."""
     import uvicorn
@@ -1167,7 +1213,7 @@ def gateway(
     from recoserve.server.gateway import create_app
 
     settings = _gateway_settings(
-        triton or ["127.0.0.1:8001"], api_key, jwt_secret, cors, rate_limit
+        triton or ["127.0.0.1:8001"], api_key, jwt_secret, cors, rate_limit, triton_api_key
     )
     console.print(
         f"recoserve gateway on http://{host}:{port} (OpenAPI: /docs) in front of Triton "

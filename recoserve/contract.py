@@ -89,6 +89,12 @@ CANDIDATE_DTYPE = np.dtype(
 )
 CANDIDATE_COLUMNS = tuple(name for name in CANDIDATE_DTYPE.names or ())
 CLUSTERING_SPACE_DIMS = 3  # width of CCOORDS, the clustering space of the network
+# The credential of a request: HTTP header or gRPC metadata key (lower case, as gRPC wants it).
+# Triton checks it itself when it serves other machines (``recoserve serve --api-key``), and so
+# does the REST gateway.
+API_KEY_HEADER = "x-api-key"
+# Triton reads a restricted gRPC protocol's header under this prefix.
+GRPC_API_KEY_METADATA = f"triton-grpc-protocol-{API_KEY_HEADER}"
 
 
 @dataclass(frozen=True)

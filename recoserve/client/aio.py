@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,14 @@ from recoserve.client.results import ClusterResult, RecoResult, decode_result
 from recoserve.client.sync import (
     CLUSTER_OUTPUTS,
     RECO_OUTPUTS,
+    Headers,
     ModelMismatch,
     Outcome,
     RecoError,
     _message,
     checked_parameters,
     connection_options,
+    credential_headers,
     diagnose,
     event_arrays,
     final_error,
@@ -38,19 +41,22 @@ from recoserve.events.model import Event
 
 
 class _AsyncServer:
-    def __init__(self, url: str, options: dict[str, Any], version: str = "") -> None:
+    def __init__(
+        self, url: str, options: dict[str, Any], version: str = "", headers: Headers = None
+    ) -> None:
         import tritonclient.grpc.aio as aio
 
         self.url = url
         self.version = version  # "" = the latest version Triton serves
+        self.headers = headers  # sent with every RPC (the credential)
         self.client = aio.InferenceServerClient(url, **options)
         self.state = ServerState()
 
     async def healthy(self, model: str) -> bool:
         try:
             return bool(
-                await self.client.is_server_ready()
-                and await self.client.is_model_ready(model, self.version)
+                await self.client.is_server_ready(headers=self.headers)
+                and await self.client.is_model_ready(model, self.version, headers=self.headers)
             )
         except Exception:
             return False
@@ -74,11 +80,13 @@ class AsyncRecoClient:
         certificate_chain: str | Path | None = None,
         expected_checkpoints: dict[str, str] | None = None,
         model_version: str | int = "",
+        api_key: str | None = None,
     ) -> None:
         urls, options = connection_options(
             servers, compression, ssl, root_certificates, private_key, certificate_chain
         )
-        self.servers = [_AsyncServer(u, options, str(model_version)) for u in urls]
+        headers = credential_headers(api_key)
+        self.servers = [_AsyncServer(u, options, str(model_version), headers) for u in urls]
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
@@ -101,23 +109,29 @@ class AsyncRecoClient:
     async def reconstruct_many(
         self, events: Iterable[Event | tuple[np.ndarray, np.ndarray]], in_flight: int = 8
     ) -> AsyncIterator[Outcome]:
-        """Yields one Outcome per event as they complete (bounded concurrency)."""
-        queue: asyncio.Queue[Outcome] = asyncio.Queue()
-        limit = asyncio.Semaphore(in_flight)
+        """Yields one Outcome per event as they complete. At most ``in_flight`` events are
+        read from ``events`` and in flight at a time: a long (or endless) iterator is consumed
+        as answers come back, never materialised."""
 
-        async def one(index: int, event: Event | tuple[np.ndarray, np.ndarray]) -> None:
-            async with limit:
-                try:
-                    await queue.put(Outcome(index, await self.reconstruct(event)))
-                except (RecoError, InvalidInput) as err:
-                    await queue.put(Outcome(index, error=str(err)))
+        async def one(index: int, event: Event | tuple[np.ndarray, np.ndarray]) -> Outcome:
+            try:
+                return Outcome(index, await self.reconstruct(event))
+            except (RecoError, InvalidInput) as err:
+                return Outcome(index, error=str(err))
 
-        tasks = [asyncio.create_task(one(i, e)) for i, e in enumerate(events)]
+        source = enumerate(events)
+        running: set[asyncio.Task[Outcome]] = set()
         try:
-            for _ in tasks:
-                yield await queue.get()
+            while True:
+                for index, event in itertools.islice(source, in_flight - len(running)):
+                    running.add(asyncio.create_task(one(index, event)))
+                if not running:
+                    return
+                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    yield task.result()
         finally:
-            for task in tasks:
+            for task in running:
                 task.cancel()
 
     async def check_model(self, model: str = "event_reco") -> dict[str, str]:
@@ -136,9 +150,11 @@ class AsyncRecoClient:
         await self.close()
 
     async def _check(self, server: _AsyncServer, model: str) -> dict[str, str]:
-        config = (await server.client.get_model_config(model, server.version, as_json=True))[
-            "config"
-        ]
+        config = (
+            await server.client.get_model_config(
+                model, server.version, headers=server.headers, as_json=True
+            )
+        )["config"]
         return checked_parameters(config, self.expected_checkpoints, server.url, model)
 
     async def _pick(self, model: str) -> _AsyncServer:
@@ -183,6 +199,7 @@ class AsyncRecoClient:
                     model_version=server.version,
                     outputs=[aio.InferRequestedOutput(n) for n in names],
                     client_timeout=self.timeout,
+                    headers=server.headers,
                     compression_algorithm=self.compression,
                 )
                 server.state.answered()

@@ -38,6 +38,7 @@ from recoserve.client.policy import ServerState, in_order_of_preference
 from recoserve.client.results import ClusterResult, RecoResult, decode_result
 from recoserve.contract import (
     CANDIDATE_COLUMNS,
+    GRPC_API_KEY_METADATA,
     CLUSTER_COLUMNS,
     InvalidInput,
     check_hits,
@@ -71,8 +72,19 @@ class RejectedInput(RecoError):
     """The server refused this event (gRPC INVALID_ARGUMENT): sending it again cannot help."""
 
 
+class CredentialError(RecoError):
+    """The server checks a credential (``recoserve serve --api-key``) and this request had
+    none or a wrong one; not retried."""
+
+
 def final_error(model: str, url: str, error: Exception) -> RecoError:
     """The typed error of a failure that is not retried, chosen by the gRPC status code."""
+    if _needs_credential(error):
+        return CredentialError(
+            f"{model} on {url}: the server wants a credential (x-api-key) that this client did "
+            "not send or that is wrong: RecoClient(api_key=...), or `recoserve reconstruct "
+            "--api-key` / RECOSERVE_API_KEY"
+        )
     status = getattr(error, "status", lambda: None)()
     kind = RejectedInput if status == "StatusCode.INVALID_ARGUMENT" else RecoError
     return kind(f"{model} on {url}: {_message(error)}")
@@ -108,6 +120,18 @@ def _float32(table: np.ndarray) -> np.ndarray:
         with np.errstate(over="ignore"):  # beyond float32: inf, refused by the check
             return array.astype(np.float32)
     return array
+
+
+Headers = dict[str, str] | None
+
+
+def credential_headers(api_key: str | None) -> Headers:
+    """The metadata that carries the credential on every RPC (None: send none)."""
+    if api_key is None:
+        return None
+    if not api_key or any(c.isspace() for c in api_key):
+        raise ValueError("api_key must be a non-empty string without whitespace")
+    return {GRPC_API_KEY_METADATA: api_key}
 
 
 def connection_options(
@@ -184,7 +208,14 @@ def checked_parameters(
     return params
 
 
+def _needs_credential(error: Exception) -> bool:
+    # Triton answers UNAVAILABLE to a request that lacks the key its restricted APIs expect.
+    return "protocol is restricted" in str(error)
+
+
 def is_transient(error: Exception) -> bool:
+    if _needs_credential(error):
+        return False  # another attempt or server would not have the key either
     status = getattr(error, "status", lambda: None)()
     return status in TRANSIENT or (status is None and "unavailable" in str(error).lower())
 
@@ -198,23 +229,28 @@ def _grpc() -> Any:
 class _Server:
     """One Triton endpoint: its client, health state and shared-memory regions."""
 
-    def __init__(self, url: str, options: dict[str, Any], version: str = "") -> None:
+    def __init__(
+        self, url: str, options: dict[str, Any], version: str = "", headers: Headers = None
+    ) -> None:
         self.url = url
         self.version = version  # "" = the latest version Triton serves
+        self.headers = headers  # sent with every RPC (the credential)
         self.client = _grpc().InferenceServerClient(url, **options)
         self.state = ServerState()
-        self.shm = _RegionPool(self.client)
+        self.shm = _RegionPool(self.client, headers)
         self.shm_failed = False
 
     def healthy(self, model: str) -> bool:
         try:
-            return self.server_ready() and bool(self.client.is_model_ready(model, self.version))
+            return self.server_ready() and bool(
+                self.client.is_model_ready(model, self.version, headers=self.headers)
+            )
         except Exception:
             return False
 
     def server_ready(self) -> bool:
         try:
-            return bool(self.client.is_server_ready())
+            return bool(self.client.is_server_ready(headers=self.headers))
         except Exception:
             return False
 
@@ -223,11 +259,12 @@ class _SharedMemory:
     """One pair of input and output system shared-memory regions, grown when needed. A pair
     serves one request at a time: ``_RegionPool`` lends it out."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, headers: Headers = None) -> None:
         import tritonclient.utils.shared_memory as shm
 
         self.shm = shm
         self.client = client
+        self.headers = headers
         self.tag = uuid.uuid4().hex[:12]
         self.size = 0
         self.regions: dict[str, Any] = {}
@@ -241,13 +278,15 @@ class _SharedMemory:
             name = f"recoserve_{self.tag}_{kind}"
             handle = self.shm.create_shared_memory_region(name, f"/{name}", self.size)
             self.regions[kind] = handle
-            self.client.register_system_shared_memory(name, f"/{name}", self.size)
+            self.client.register_system_shared_memory(
+                name, f"/{name}", self.size, headers=self.headers
+            )
 
     def close(self) -> None:
         for kind, handle in self.regions.items():
             name = f"recoserve_{self.tag}_{kind}"
             with contextlib.suppress(Exception):
-                self.client.unregister_system_shared_memory(name)
+                self.client.unregister_system_shared_memory(name, headers=self.headers)
             with contextlib.suppress(Exception):
                 self.shm.destroy_shared_memory_region(handle)
         self.regions = {}
@@ -258,8 +297,9 @@ class _RegionPool:
     """The shared-memory region pairs of one server, one per request in flight: threads that
     share a client never write into the same region (a pair is created when all are lent)."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, headers: Headers = None) -> None:
         self.client = client
+        self.headers = headers
         self.lock = threading.Lock()
         self.free: list[_SharedMemory] = []
         self.pairs: list[_SharedMemory] = []
@@ -269,7 +309,7 @@ class _RegionPool:
         with self.lock:
             pair = self.free.pop() if self.free else None
             if pair is None:
-                pair = _SharedMemory(self.client)
+                pair = _SharedMemory(self.client, self.headers)
                 self.pairs.append(pair)
         try:
             yield pair
@@ -308,13 +348,15 @@ class RecoClient:
         certificate_chain: str | Path | None = None,
         expected_checkpoints: dict[str, str] | None = None,
         model_version: str | int = "",
+        api_key: str | None = None,
     ) -> None:
         if shared_memory not in ("never", "auto", "always"):
             raise ValueError("shared_memory must be 'never', 'auto' or 'always'")
         urls, options = connection_options(
             servers, compression, ssl, root_certificates, private_key, certificate_chain
         )
-        self.servers = [_Server(u, options, str(model_version)) for u in urls]
+        headers = credential_headers(api_key)
+        self.servers = [_Server(u, options, str(model_version), headers) for u in urls]
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
@@ -346,7 +388,9 @@ class RecoClient:
         """The served model's checkpoint hashes; raises ModelMismatch if they differ from
         ``expected_checkpoints`` (keys ``clustering_sha256``, ``mlpf_sha256``)."""
         target = server or self._pick(model)
-        config = target.client.get_model_config(model, target.version, as_json=True)["config"]
+        config = target.client.get_model_config(
+            model, target.version, headers=target.headers, as_json=True
+        )["config"]
         return checked_parameters(config, self.expected_checkpoints, target.url, model)
 
     def reconstruct_many(
@@ -363,6 +407,7 @@ class RecoClient:
             answers: queue.Queue[tuple[int, Any, Any]] = queue.Queue()
             server.client.start_stream(
                 callback=lambda result, error, q=answers: q.put((-1, result, error)),
+                headers=server.headers,
                 compression_algorithm=self.compression,
             )
             broken = False
@@ -502,6 +547,7 @@ class RecoClient:
                     model_version=server.version,
                     outputs=self._outputs(names),
                     client_timeout=self.timeout,
+                    headers=server.headers,
                     compression_algorithm=self.compression,
                 )
                 server.state.answered()
@@ -557,6 +603,7 @@ class RecoClient:
                     model_version=server.version,
                     outputs=[o for _, o, _ in outputs],
                     client_timeout=self.timeout,
+                    headers=server.headers,
                 )
             except Exception as err:
                 # Behind a load balancer the region is registered on one replica only; another

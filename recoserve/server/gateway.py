@@ -109,6 +109,7 @@ class GatewaySettings:
     jwt_audience: str | None = None  # required "aud" claim, when set
     jwt_issuer: str | None = None  # required "iss" claim, when set
     timeout: float = 60.0
+    triton_api_key: str | None = None  # sent to Triton when it checks one (it serves others)
 
     @property
     def auth_enabled(self) -> bool:
@@ -198,7 +199,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     def client() -> AsyncRecoClient:
         if "client" not in state:  # created inside the running loop
-            state["client"] = AsyncRecoClient(settings.triton, timeout=settings.timeout)
+            state["client"] = AsyncRecoClient(
+                settings.triton, timeout=settings.timeout, api_key=settings.triton_api_key
+            )
         return state["client"]
 
     if settings.cors_origins:

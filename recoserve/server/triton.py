@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -24,9 +25,37 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from recoserve.contract import API_KEY_HEADER
+
 
 class TritonError(RuntimeError):
     """Triton could not be started (the message says why and what to do)."""
+
+
+# Triton serving other machines checks a header itself (its restricted-API options): the API
+# key on what a client needs, a per-launch random token (never printed) on what only an
+# operator on this machine should touch. Health stays open, for probes and load balancers.
+CLIENT_APIS = ("inference", "metadata", "model-config", "statistics")
+ADMIN_APIS = ("shared-memory", "model-repository", "trace", "logging")
+ADMIN_HEADER = "x-recoserve-admin"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def is_loopback(host: str) -> bool:
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def restricted_api_args(api_key: str, admin_token: str) -> tuple[str, ...]:
+    """tritonserver options that refuse, on gRPC and HTTP, client APIs without ``api_key`` in
+    the ``x-api-key`` header and admin APIs without ``admin_token``."""
+    args = []
+    for apis, header, value in (
+        (CLIENT_APIS, API_KEY_HEADER, api_key),
+        (ADMIN_APIS, ADMIN_HEADER, admin_token),
+    ):
+        group = f"{','.join(apis)}:{header}={value}"
+        args += [f"--grpc-restricted-protocol={group}", f"--http-restricted-api={group}"]
+    return tuple(args)
 
 
 @dataclass(frozen=True)
@@ -110,6 +139,9 @@ class TritonServer:
     host: str = "127.0.0.1"  # where Triton listens; 0.0.0.0 to serve other machines
     process: subprocess.Popen[bytes] | None = None
     extra_args: tuple[str, ...] = ()  # tritonserver options of every launch (and relaunch)
+    # Required where ``host`` reaches other machines: clients send it as x-api-key.
+    api_key: str | None = None
+    admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
 
     @property
     def http_url(self) -> str:
@@ -124,7 +156,14 @@ class TritonServer:
         return f"http://127.0.0.1:{self.ports.metrics}/metrics"
 
     def launch(self, extra_args: tuple[str, ...] = (), append_log: bool = False) -> None:
-        extra_args = (*self.extra_args, *extra_args)
+        exposed = not is_loopback(self.host)
+        if exposed and not self.api_key:
+            raise TritonError(
+                f"Triton would answer anyone who reaches {self.host} with no credential: give "
+                "an API key (recoserve serve --api-key), or keep Triton on 127.0.0.1"
+            )
+        restricted = restricted_api_args(self.api_key, self.admin_token) if self.api_key else ()
+        extra_args = (*self.extra_args, *restricted, *extra_args)
         if not (self.repository / "hgcal_clustering" / "config.pbtxt").exists():
             raise TritonError(
                 f"no model repository at {self.repository}; write one with "
@@ -153,7 +192,8 @@ class TritonServer:
             "--log-verbose=0",
             f"--http-address={self.host}",
             f"--grpc-address={self.host}",
-            f"--metrics-address={self.host}",
+            # Metrics stay on this machine when the others are exposed (they carry no check).
+            f"--metrics-address={'127.0.0.1' if exposed else self.host}",
             *extra_args,
         ]
         log = self.log_path or self.repository.parent / "triton.log"
@@ -221,9 +261,13 @@ def start_triton(
     log_path: Path | None = None,
     timeout: float = 180.0,
     extra_args: tuple[str, ...] = (),
+    host: str = "127.0.0.1",
+    api_key: str | None = None,
 ) -> Iterator[TritonServer]:
     """Start Triton on ``repository``, wait until ready, stop it on exit."""
-    server = TritonServer(repository, ports or Ports(*free_ports(3)), log_path)
+    server = TritonServer(
+        repository, ports or Ports(*free_ports(3)), log_path, host=host, api_key=api_key
+    )
     server.launch(extra_args)
     try:
         server.wait_ready(timeout)
