@@ -38,8 +38,8 @@ from recoserve.client.policy import ServerState, in_order_of_preference
 from recoserve.client.results import ClusterResult, RecoResult, decode_result
 from recoserve.contract import (
     CANDIDATE_COLUMNS,
-    GRPC_API_KEY_METADATA,
     CLUSTER_COLUMNS,
+    GRPC_API_KEY_METADATA,
     InvalidInput,
     check_hits,
     check_tracks,
