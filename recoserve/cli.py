@@ -505,10 +505,21 @@ def train_clustering_command(
             "curve (CPU work; --no-tune on a GPU machine, then tune where it resumes)."
         ),
     ] = True,
+    loss: Annotated[
+        str,
+        typer.Option(
+            help="Object-condensation normalisation of a new run: per-hit, per-object or "
+            'own-object (docs/clustering.md, "Loss"); a resumed run keeps its own.'
+        ),
+    ] = "per-hit",
 ) -> None:
     """Train GravNet + object condensation; resumes <output>.state.pt if it exists, and writes
     the best checkpoint with <checkpoint>.metrics.json (the learning curve)."""
+    from recoserve.nn.losses import LOSSES
     from recoserve.train.clustering import ClusteringTrainConfig, train_clustering
+
+    if loss not in LOSSES:
+        raise _fail(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
 
     config = ClusteringTrainConfig(
         seed=seed,
@@ -524,6 +535,7 @@ def train_clustering_command(
         init_from=str(init_from) if init_from else None,
         batch=batch,
         tune=tune,
+        weights=LOSSES[loss],
     )
     try:
         metrics = train_clustering(config, data_dir, output, log=console.print)

@@ -13,7 +13,7 @@ from recoserve.export.clustering import export_onnx
 from recoserve.export.network import max_abs_difference, run_onnx
 from recoserve.nn.gravnet import GravNetConfig, GravNetOC
 from recoserve.nn.knn import sort_order, window_offsets, windowed_knn
-from recoserve.nn.losses import ObjectTargets, OCWeights, object_condensation_loss
+from recoserve.nn.losses import LOSSES, ObjectTargets, OCWeights, object_condensation_loss
 from recoserve.sim.particles import GunConfig
 from recoserve.sim.simulator import SimConfig, Simulator
 from recoserve.train.clustering import batch_loss
@@ -166,7 +166,7 @@ def test_per_object_potentials_weigh_a_small_shower_like_a_large_one() -> None:
     object's would be diluted by the large one's hit count."""
     # one member of each object 1 away from its condensation point
     outputs, targets, q, q_alpha = _small_and_large_object({1: (0, 1, 0), 3: (5, 1, 0)})
-    per_object = object_condensation_loss(outputs, targets, OCWeights.current())["attractive"]
+    per_object = object_condensation_loss(outputs, targets, LOSSES["per-object"])["attractive"]
     # by hand: each object's pull is q_hit * q_alpha * 1 / size, averaged over the 2 objects
     assert float(per_object) == pytest.approx((q * q_alpha / 2 + q * q_alpha / 200) / 2, rel=1e-4)
 

@@ -248,12 +248,13 @@ def train_clustering(
     resume.parent.mkdir(parents=True, exist_ok=True)
     saved = torch.load(resume, map_location="cpu", weights_only=False) if resume.exists() else None
     # A resumed run keeps the architecture and loss it was started with.
-    architecture = GravNetConfig(**saved["config"]["model"]) if saved else config.model
+    initial = load_clustering(config.init_from)[0] if config.init_from else None
+    # ... and a run started from other weights has their architecture.
+    default_architecture = initial.config if initial is not None else config.model
+    architecture = GravNetConfig(**saved["config"]["model"]) if saved else default_architecture
     weights = OCWeights(**saved["config"]["weights"]) if saved else config.weights
     config = replace(config, model=architecture, weights=weights)
-    model = GravNetOC(architecture)
-    if config.init_from:
-        model, _, _ = load_clustering(config.init_from)
+    model = initial if initial is not None else GravNetOC(architecture)
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-5)
     best = BestWeights()
