@@ -178,6 +178,11 @@ def simulate(
     from recoserve.sim.pileup import PileupConfig
     from recoserve.sim.simulator import SimConfig, Simulator
 
+    if from_file is not None and (jets or event_class):
+        raise _fail(
+            "--from takes the particles of the generator file; --jets and --class do not apply "
+            "to it (pileup and the detector options do)"
+        )
     try:
         gun = GunConfig(
             n_particles=particles,
@@ -303,8 +308,12 @@ def info(
     table = Table()
     for column in ("per event", "mean", "min", "max"):
         table.add_column(column, justify="right")
+    has_truth = bool(len(counts)) and counts[:, 2].sum() > 0
     for k, label in enumerate(("hits", "tracks", "particles", "noise hits")):
         col = counts[:, k] if len(counts) else np.zeros(1)
+        if label == "noise hits" and not has_truth:
+            table.add_row(label, "no truth in this file (no particles)", "", "")
+            continue
         table.add_row(label, f"{col.mean():.1f}", str(col.min()), str(col.max()))
     out.print(table)
 

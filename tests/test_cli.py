@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 from typer.testing import CliRunner
 
 from recoserve.cli import BENCHMARK_DIR, app
@@ -175,6 +176,32 @@ def test_json_outputs_never_hold_infinity_or_nan() -> None:
     text = _strict_json({"fit": {"a": float("inf"), "b": [1.5, float("nan")]}})
     assert json.loads(text) == {"fit": {"a": None, "b": [1.5, None]}}
     assert "Infinity" not in text and "NaN" not in text
+
+
+def test_info_on_a_file_without_truth_says_so(tmp_path: Path) -> None:
+    from recoserve.events.model import Event, Particles
+    from recoserve.events.parquet import read_events, write_events
+    from recoserve.events.root import write_root
+
+    simulated = tmp_path / "events.parquet"
+    done = runner.invoke(app, ["simulate", "-n", "2", "-p", "5", "-o", str(simulated)])
+    assert done.exit_code == 0
+    nothing = Particles.from_columns({n: np.zeros(0, t) for n, t in Particles.SCHEMA.items()})
+    no_truth = [Event(e.event_id, e.hits, e.tracks, nothing) for e in read_events(simulated)]
+    for path in (tmp_path / "data.parquet", tmp_path / "data.root"):
+        (write_events if path.suffix == ".parquet" else write_root)(path, no_truth)
+        done = runner.invoke(app, ["info", str(path)])
+        assert done.exit_code == 0, done.output
+        assert "no truth in this file" in " ".join(done.output.split())
+
+
+def test_generator_input_refuses_gun_options(tmp_path: Path) -> None:
+    hepmc = tmp_path / "gen.parquet"
+    done = runner.invoke(app, ["simulate", "--from", str(hepmc), "--jets", "2", "-o",
+                               str(tmp_path / "x.parquet")])  # fmt: skip
+    assert done.exit_code != 0 and "--jets and --class do not apply" in " ".join(
+        done.output.split()
+    )
 
 
 def test_a_foreign_file_is_one_line_not_a_traceback(tmp_path: Path) -> None:

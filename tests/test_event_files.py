@@ -125,8 +125,9 @@ def test_root_errors_name_the_problem(tmp_path: Path) -> None:
         f["events"] = {"hit_x": ak.Array([[1.0]]), "hit_y": ak.Array([[1.0]])}
     with pytest.raises(KeyError, match=r"hits\.z.*hit_z"):
         RootReader(path)
-    with pytest.raises(KeyError, match=r"no tree 'nope'"):
+    with pytest.raises(KeyError, match=r"no tree 'nope'; it has: events\b") as missing_tree:
         RootReader(path, tree="nope")
+    assert ";1" not in str(missing_tree.value)  # tree names as the user types them
     with pytest.raises(ValueError, match=r"unknown mapping key 'hits\.colour'"):
         parse_mapping(["hits.colour=c"])
     with pytest.raises(ValueError, match=r"table\.column=branch"):

@@ -26,6 +26,7 @@ import socket
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -260,7 +261,10 @@ class _SharedMemory:
     serves one request at a time: ``_RegionPool`` lends it out."""
 
     def __init__(self, client: Any, headers: Headers = None) -> None:
-        import tritonclient.utils.shared_memory as shm
+        with warnings.catch_warnings():
+            # tritonclient 2.51's module imports the deprecated pkg_resources: not ours to fix
+            warnings.filterwarnings("ignore", "pkg_resources is deprecated", UserWarning)
+            import tritonclient.utils.shared_memory as shm
 
         self.shm = shm
         self.client = client

@@ -85,7 +85,8 @@ class RootReader:
 
         self._file = uproot.open(self.path)
         if tree not in self._file:
-            raise KeyError(f"{self.path} has no tree {tree!r}; it has: {self._file.keys()}")
+            names = ", ".join(self._file.keys(cycle=False))
+            raise KeyError(f"{self.path} has no tree {tree!r}; it has: {names}")
         self.tree = self._file[tree]
         available = set(self.tree.keys())
         missing = [
