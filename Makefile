@@ -18,13 +18,17 @@ $(STAMP): pyproject.toml
 	$(MAKE) vendor-js
 	touch $(STAMP)
 
-# The event display's JavaScript, pinned in web/package-lock.json, installed from npm at build
-# time and shipped with the package (never fetched from a CDN when the page loads).
+# The gateway pages' JavaScript (the event display's three.js, Swagger UI and ReDoc for /docs and
+# /redoc), pinned in web/package-lock.json, installed from npm at build time and shipped with the
+# package (never fetched from a CDN when a page loads).
 VENDOR := recoserve/server/static/vendor
 vendor-js:
 	@if command -v npm >/dev/null; then \
 		npm ci --prefix web --no-audit --no-fund --loglevel=error && \
-		mkdir -p $(VENDOR) && cp web/node_modules/three/build/three.module.min.js $(VENDOR)/; \
+		mkdir -p $(VENDOR) && cp web/node_modules/three/build/three.module.min.js \
+			web/node_modules/swagger-ui-dist/swagger-ui-bundle.js \
+			web/node_modules/swagger-ui-dist/swagger-ui.css \
+			web/node_modules/redoc/bundles/redoc.standalone.js $(VENDOR)/; \
 	else echo "npm not found: the event display will have no 3D view"; fi
 
 # Headless Chromium for the event-display test (Debian package; needs root).

@@ -10,7 +10,10 @@ WORKDIR /opt/recoserve
 COPY pyproject.toml README.md ./
 COPY recoserve ./recoserve
 COPY checkpoints ./checkpoints
-COPY --from=js /web/node_modules/three/build/three.module.min.js ./recoserve/server/static/vendor/
+COPY --from=js /web/node_modules/three/build/three.module.min.js \
+     /web/node_modules/swagger-ui-dist/swagger-ui-bundle.js \
+     /web/node_modules/swagger-ui-dist/swagger-ui.css \
+     /web/node_modules/redoc/bundles/redoc.standalone.js ./recoserve/server/static/vendor/
 RUN pip install --no-cache-dir "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu \
  && pip install --no-cache-dir -e ".[all]"
 

@@ -180,6 +180,25 @@ def test_batch_endpoint(gateway: str, event: tuple[np.ndarray, np.ndarray]) -> N
     assert results[0]["hit_cluster"] == single.json()["hit_cluster"]
 
 
+@pytest.mark.parametrize(
+    ("page", "assets"),
+    [
+        ("/docs", ("swagger-ui-bundle.js", "swagger-ui.css")),
+        ("/redoc", ("redoc.standalone.js",)),
+    ],
+)
+def test_api_docs_pages_load_nothing_from_the_internet(
+    gateway: str, page: str, assets: tuple[str, ...]
+) -> None:
+    html = httpx.get(f"{gateway}{page}", timeout=10)
+    assert html.status_code == 200
+    assert "https://" not in html.text and "http://" not in html.text  # no CDN, no fonts
+    for asset in assets:
+        assert f"/static/vendor/{asset}" in html.text
+        served = httpx.get(f"{gateway}/static/vendor/{asset}", timeout=10)
+        assert served.status_code == 200 and len(served.content) > 100_000
+
+
 def test_one_bad_event_in_a_batch_fails_alone(
     gateway: str, event: tuple[np.ndarray, np.ndarray]
 ) -> None:

@@ -38,6 +38,7 @@ require("gateway", "the REST gateway (recoserve.server.gateway)")
 import numpy as np
 from fastapi import FastAPI, Request, Response, Security
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import APIKeyHeader, HTTPBearer
 from fastapi.staticfiles import StaticFiles
@@ -184,6 +185,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         version="1",
         description="Particle reconstruction as a service: REST in front of Triton.",
         lifespan=lifespan,
+        docs_url=None,  # served below from vendored assets, never from a CDN
+        redoc_url=None,
     )
     registry = CollectorRegistry()
     requests_total = Counter(
@@ -487,6 +490,38 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def display() -> HTMLResponse:
         return HTMLResponse((static / "index.html").read_text())
+
+    def vendored(*names: str) -> HTMLResponse | None:
+        """None when the assets are installed, else a page that says how to get them."""
+        missing = [n for n in names if not (static / "vendor" / n).is_file()]
+        if not missing:
+            return None
+        return HTMLResponse(
+            f"<p>{', '.join(missing)} not installed (they are vendored at build time: "
+            "<code>make vendor-js</code>); the schema is at <a href='/openapi.json'>"
+            "/openapi.json</a>.</p>",
+            status_code=503,
+        )
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return vendored("swagger-ui-bundle.js", "swagger-ui.css") or get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url="/static/vendor/swagger-ui-bundle.js",
+            swagger_css_url="/static/vendor/swagger-ui.css",
+            swagger_favicon_url="data:,",
+        )
+
+    @app.get("/redoc", response_class=HTMLResponse, include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return vendored("redoc.standalone.js") or get_redoc_html(
+            openapi_url="/openapi.json",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url="/static/vendor/redoc.standalone.js",
+            redoc_favicon_url="data:,",
+            with_google_fonts=False,
+        )
 
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     return app
