@@ -1130,16 +1130,14 @@ def _serve_until_stopped(
     """Run the gateway in front of Triton (or just wait) until a stop signal; the watchdog
     restarts a crashed Triton meanwhile, and signals this process if it gives up."""
     if gateway_port:
-        import uvicorn
-
-        from recoserve.server.gateway import create_app
+        from recoserve.server.gateway import serve_gateway
 
         settings = _gateway_settings(
             [f"127.0.0.1:{grpc_port}"], api_key, jwt_secret, cors, rate_limit, triton_key
         )
         # uvicorn handles SIGINT and SIGTERM itself (a graceful shutdown), then raises the
         # signal again, which our handlers turn into the exit above.
-        uvicorn.run(create_app(settings), host=host, port=gateway_port, log_level="warning")
+        serve_gateway(settings, host, gateway_port)
     else:
         while True:
             time.sleep(3600)
@@ -1227,21 +1225,35 @@ def gateway(
             show_default=False,
         ),
     ] = None,
+    header_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds for a request's line and headers to arrive.")
+    ] = 10.0,
+    body_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds for a request's body, after its headers.")
+    ] = 60.0,
+    max_connections_per_address: Annotated[
+        int, typer.Option(min=1, help="Open connections one client address may hold.")
+    ] = 64,
 ) -> None:
     """Run only the REST gateway and event display, in front of running Triton servers."""
-    import uvicorn
+    from dataclasses import replace
 
-    from recoserve.server.gateway import create_app
+    from recoserve.server.gateway import serve_gateway
 
-    settings = _gateway_settings(
-        triton or ["127.0.0.1:8001"], api_key, jwt_secret, cors, rate_limit, triton_api_key
+    settings = replace(
+        _gateway_settings(
+            triton or ["127.0.0.1:8001"], api_key, jwt_secret, cors, rate_limit, triton_api_key
+        ),
+        header_timeout_s=header_timeout,
+        body_timeout_s=body_timeout,
+        max_connections_per_address=max_connections_per_address,
     )
     console.print(
         f"recoserve gateway on http://{host}:{port} (OpenAPI: /docs) in front of Triton "
         f"{', '.join(settings.triton)}; Ctrl-C to stop"
     )
     with _stopped_by_signals():
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+        serve_gateway(settings, host, port)
 
 
 @app.command()

@@ -111,6 +111,9 @@ class GatewaySettings:
     jwt_issuer: str | None = None  # required "iss" claim, when set
     timeout: float = 60.0
     triton_api_key: str | None = None  # sent to Triton when it checks one (it serves others)
+    header_timeout_s: float = 10.0  # request line and headers must arrive within this
+    body_timeout_s: float = 60.0  # ... and the body within this after them
+    max_connections_per_address: int = 64
 
     @property
     def auth_enabled(self) -> bool:
@@ -548,3 +551,16 @@ def _simulate(particles: int, seed: int, jets: bool) -> dict[str, Any]:
         "tracks": np.round(event.tracks.features(), 5).tolist(),
         "truth_particle": event.hits.truth_particle.tolist(),
     }
+
+
+def serve_gateway(settings: GatewaySettings, host: str, port: int) -> None:
+    """Run the gateway with uvicorn until it is stopped, with the connection rules of
+    ``recoserve.server.connections`` (slow requests cut off, connections per address capped)."""
+    import uvicorn
+
+    from recoserve.server.connections import uvicorn_options
+
+    options = uvicorn_options(
+        settings.header_timeout_s, settings.body_timeout_s, settings.max_connections_per_address
+    )
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", **options)
