@@ -78,3 +78,32 @@ def test_the_client_and_the_gateway_use_the_contract() -> None:
     decoded = decode_result(outputs, "test")
     assert decoded.candidates is not None
     assert decoded.candidates.tobytes() == candidates.tobytes()
+
+
+def _imports(path: Path) -> set[str]:
+    """Every recoserve module a source file imports, at the top or inside a function."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {m for m in found if m.startswith("recoserve")}
+
+
+def test_dependencies_point_inward() -> None:
+    """The client imports neither the simulation, the training, the networks nor the server;
+    nothing but the CLI (the application's entry) imports the training."""
+    package = ROOT / "recoserve"
+    for path in sorted(package.rglob("*.py")):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        imported = _imports(path)
+        if module.startswith("recoserve.client"):
+            outward = {
+                m for m in imported if m.split(".")[1:2] in (["sim"], ["train"], ["nn"], ["server"])
+            }
+            assert not outward, f"{module} imports {outward}"
+        if not module.startswith(("recoserve.train", "recoserve.cli")):
+            assert not {m for m in imported if m.startswith("recoserve.train")}, module
