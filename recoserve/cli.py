@@ -896,6 +896,12 @@ def reconstruct(
     root_certificates: Annotated[
         Path | None, typer.Option(help="CA certificates (PEM) that sign the servers' TLS.")
     ] = None,
+    private_key: Annotated[
+        Path | None, typer.Option(help="This client's TLS key (PEM), for mutual TLS.")
+    ] = None,
+    certificate_chain: Annotated[
+        Path | None, typer.Option(help="This client's TLS certificate chain (PEM).")
+    ] = None,
 ) -> None:
     """Send every event of a file to recoserve and write its particle candidates to Parquet.
 
@@ -917,6 +923,8 @@ def reconstruct(
             api_key=api_key,
             ssl=ssl,
             root_certificates=root_certificates,
+            private_key=private_key,
+            certificate_chain=certificate_chain,
         )
     except ValueError as err:
         raise _fail(str(err)) from None

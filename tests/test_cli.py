@@ -214,3 +214,17 @@ def test_a_foreign_file_is_one_line_not_a_traceback(tmp_path: Path) -> None:
     assert done.exit_code == 2 and "Traceback" not in done.output
     text = " ".join(done.output.split())
     assert "not a recoserve event file (the output of `recoserve reconstruct`" in text
+
+
+def test_reconstruct_takes_the_clients_tls_and_credential_options(tmp_path: Path) -> None:
+    """The CLI's names are the client's; a missing certificate file is one line."""
+    events = tmp_path / "events.parquet"
+    assert runner.invoke(app, ["simulate", "-n", "1", "-p", "5", "-o", str(events)]).exit_code == 0
+    done = runner.invoke(
+        app,
+        ["reconstruct", str(events), "-o", str(tmp_path / "out.parquet"), "--ssl",
+         "--root-certificates", str(tmp_path / "missing-ca.pem"), "--api-key", "k"],
+    )  # fmt: skip
+    assert done.exit_code == 2 and "Traceback" not in done.output
+    assert "root_certificates: no such file" in " ".join(done.output.split())
+    assert not (tmp_path / "out.parquet").exists()

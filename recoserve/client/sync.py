@@ -158,6 +158,8 @@ def connection_options(
         ("certificate_chain", certificate_chain),
     ):
         if value is not None:
+            if not Path(value).is_file():
+                raise ValueError(f"{key}: no such file {value}")
             options[key] = str(value)
     return urls, options
 
