@@ -3,7 +3,8 @@
     python loadtests/grpc_load.py --server 127.0.0.1:8001 --clients 4 --seconds 30 \
         --csv benchmarks/results/loadtest_grpc.csv
 
-Each thread sends events back to back with its own RecoClient; per-second rows give the
+Each thread sends events back to back with its own RecoClient (with RECOSERVE_API_KEY, when
+set, as its credential); per-second rows give the
 throughput, latency percentiles and errors, so that a soak run shows drift over time. Sends only
 to the given server (127.0.0.1 in our runs) and stops by itself.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import threading
 import time
 from pathlib import Path
@@ -44,7 +46,13 @@ def main() -> None:
     stop = time.monotonic() + args.seconds
 
     def client_loop(k: int) -> None:
-        with RecoClient(args.server, shared_memory="never", retries=0, timeout=60) as client:
+        with RecoClient(
+            args.server,
+            shared_memory="never",
+            retries=0,
+            timeout=60,
+            api_key=os.environ.get("RECOSERVE_API_KEY"),  # a server started with --api-key
+        ) as client:
             i = k
             while time.monotonic() < stop:
                 t0 = time.perf_counter()
