@@ -1,5 +1,5 @@
 """The clustering network's learning curves: validation loss and, per event class, efficiency and
-fake rate vs endcaps seen, for the first design's run and the current one, from the resumable
+fake rate vs endcaps seen, for every run kept under checkpoints/clustering, from the resumable
 training state (or its metrics JSON). Endcaps seen, not minutes: one GPU minute is worth hours
 of CPU.
 
@@ -24,8 +24,11 @@ from matplotlib.ticker import NullFormatter
 from recoserve.plotting import save_figure
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAINING = ROOT / "checkpoints" / "clustering" / "training" / "gravnet_oc"
-FIRST_DESIGN = ROOT / "checkpoints" / "clustering" / "first-design" / "gravnet_oc"
+RUNS = ROOT / "checkpoints" / "clustering"
+FIRST_DESIGN = RUNS / "first-design" / "gravnet_oc"  # first design, per-hit loss, from served
+PER_OBJECT_RUN = RUNS / "per-object-run" / "gravnet_oc"  # current design, per-object loss (GPU)
+TRAINING = RUNS / "training" / "gravnet_oc"  # first design, per-hit loss, lr 2e-4, from served
+NEW_DESIGN = RUNS / "training-new-design" / "gravnet_oc"  # current design, per-hit loss
 
 
 def load_history(base: Path) -> list[dict[str, Any]]:
@@ -55,11 +58,13 @@ def main() -> None:
         "--json", type=Path, default=ROOT / "docs" / "results" / "learning_curve.json"
     )
     args = parser.parse_args()
-    runs = args.run or [FIRST_DESIGN, TRAINING]
+    runs = args.run or [FIRST_DESIGN, PER_OBJECT_RUN, TRAINING, NEW_DESIGN]
     histories = {run.parent.name: load_history(run) for run in runs}
     mplhep.style.use("CMS")
     fig, (ax_loss, ax_eff, ax_fake) = plt.subplots(1, 3, figsize=(27, 8))
-    for (label, history), marker in zip(histories.items(), ("o-", "s--"), strict=False):
+    for (label, history), marker in zip(
+        histories.items(), ("o-", "s--", "^-.", "d:"), strict=False
+    ):
         x = [samples(r) for r in history]
         ax_loss.plot(x, [r["validation_loss"] for r in history], marker, label=label)
         classes = sorted(
