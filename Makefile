@@ -63,6 +63,7 @@ docs-plots: $(STAMP)
 	$(VENV)/bin/recoserve multiplicity -o docs/img/multiplicity_vs_pileup.png --json docs/multiplicity_vs_pileup.json
 	$(VENV)/bin/recoserve simulate --jets 2 --pileup 140 -n 1 --seed 4 -o /tmp/recoserve-jets.parquet
 	$(VENV)/bin/recoserve display /tmp/recoserve-jets.parquet --pileup-grey -o docs/img/jets_pileup140.png
+	RECOSERVE_UPDATE_DOCS_IMAGES=1 $(PY) -m pytest tests/test_gateway.py -k headless_chromium -q
 
 # Resumes checkpoints/clustering/training/gravnet_oc.state.pt when present
 # (on a GPU: make train-clustering DEVICE=cuda BATCH=8).
