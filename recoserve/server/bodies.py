@@ -34,8 +34,7 @@ import numpy as np
 import pyarrow as pa
 
 from recoserve.client.results import ClusterResult, RecoResult
-from recoserve.contract import HIT_FEATURES
-from recoserve.postprocess.elements import TRACK_FEATURES
+from recoserve.contract import HIT_FEATURES, TRACK_FEATURES
 
 JSON = "application/json"
 ARROW = "application/vnd.apache.arrow.stream"
@@ -163,7 +162,7 @@ def _from_npz(raw: bytes, limits: BodyLimits) -> tuple[np.ndarray, np.ndarray]:
     if "hits" not in arrays:
         raise BodyError("npz body has no array 'hits'")
     out = []
-    for name, width in (("hits", 5), ("tracks", 9)):
+    for name, width in (("hits", len(HIT_FEATURES)), ("tracks", len(TRACK_FEATURES))):
         array = arrays.get(name, np.zeros((0, width), np.float32))
         if array.dtype.kind != "f":
             raise BodyError(f"npz array '{name}' must be float32 or float64, got {array.dtype}")

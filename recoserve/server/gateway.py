@@ -37,6 +37,7 @@ require("gateway", "the REST gateway (recoserve.server.gateway)")
 
 import numpy as np
 from fastapi import FastAPI, Request, Response, Security
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -233,6 +234,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         requests_total.labels(endpoint, str(response.status_code)).inc()
         return response
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_parameters(_: Request, err: RequestValidationError) -> JSONResponse:
+        # FastAPI's own checks (query parameters): one sentence like every other 4xx here
+        problems = [
+            f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'request'}: {e.get('msg', '')}"
+            for e in err.errors()
+        ]
+        return JSONResponse({"detail": "; ".join(problems)}, status_code=422)
+
     @app.exception_handler(GatewayError)
     async def gateway_error(_: Request, err: GatewayError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else {}
@@ -343,14 +353,20 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             raise problems[0]
         return events, problems
 
-    def respond(
-        request: Request, results: list[ClusterResult | GatewayError], batch: bool
-    ) -> Response:
+    def negotiate(request: Request, batch: bool) -> str:
+        """The media type of the answer, decided before any work (406 if none fits)."""
         accept = request.headers.get("accept", bodies.JSON).split(",")[0].split(";")[0].strip()
         if accept in ("", "*/*"):
             accept = bodies.JSON
         if batch and accept != bodies.JSON:
             raise GatewayError(406, "batch responses are JSON (Accept: application/json)")
+        if accept not in bodies.MEDIA_TYPES:
+            raise GatewayError(
+                406, f"cannot answer in {accept!r}; use {', '.join(bodies.MEDIA_TYPES)}"
+            )
+        return accept
+
+    def respond(accept: str, results: list[ClusterResult | GatewayError], batch: bool) -> Response:
         if batch:
             # One entry per event, in order: its result, or the error of that event alone.
             failed = [r for r in results if isinstance(r, GatewayError)]
@@ -370,9 +386,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             return JSONResponse(bodies.result_to_json(result))
         if accept == bodies.NPZ:
             return Response(bodies.result_to_npz(result), media_type=bodies.NPZ)
-        if accept == bodies.ARROW:
-            return Response(bodies.result_to_arrow(result), media_type=bodies.ARROW)
-        raise GatewayError(406, f"cannot answer in {accept!r}; use {', '.join(bodies.MEDIA_TYPES)}")
+        return Response(bodies.result_to_arrow(result), media_type=bodies.ARROW)
 
     async def infer_one(
         kind: str, hits: np.ndarray, tracks: np.ndarray
@@ -446,8 +460,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     def events_endpoint(kind: str, batch: bool, doc: str) -> Any:
         async def endpoint(request: Request) -> Response:
             authorise(request)
+            accept = negotiate(request, batch)
             events, problems = await read_events(request, batch)
-            return respond(request, await infer(kind, events, problems), batch)
+            return respond(accept, await infer(kind, events, problems), batch)
 
         endpoint.__doc__ = doc
         return endpoint
