@@ -9,7 +9,10 @@ Endpoints (OpenAPI at ``/docs``):
   ``GET /metrics`` (Prometheus: requests by endpoint and status, latency histogram).
 - ``GET /``: the event display.
 
-It calls Triton through ``AsyncRecoClient`` (pooled async gRPC channels), so the event loop never
+Who may call and how often is ``recoserve.server.auth``; the wire formats and the limits on
+decoding them are ``recoserve.server.bodies``; slow and many connections are
+``recoserve.server.connections``; this module holds the settings and the routes. It calls
+Triton through ``AsyncRecoClient`` (pooled async gRPC channels), so the event loop never
 blocks on inference. Only the two public models are reachable: Triton's admin APIs (model
 control, shared memory, logging) are not proxied. Validation limits, API keys or JWT bearer
 tokens, per-key rate limiting and CORS are set by ``GatewaySettings``.
@@ -21,11 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import logging
 import time
-from collections import defaultdict, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from importlib import resources
@@ -57,6 +57,7 @@ from recoserve.contract import (
     check_tracks,
 )
 from recoserve.server import bodies
+from recoserve.server.auth import Authoriser, GatewayError
 
 log = logging.getLogger("recoserve.gateway")
 
@@ -121,50 +122,6 @@ class GatewaySettings:
         return bool(self.api_keys) or self.jwt_secret is not None
 
 
-class GatewayError(Exception):
-    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.retry_after = 5 if retry_after is None and status == 503 else retry_after
-
-
-class RateLimiter:
-    """Sliding one-minute window per key, in bounded memory: windows that emptied are dropped
-    whenever the table grows past ``max_keys``."""
-
-    def __init__(self, per_minute: int, max_keys: int = 10_000) -> None:
-        self.per_minute = per_minute
-        self.max_keys = max_keys
-        self.calls: dict[str, deque[float]] = defaultdict(deque)
-
-    def allow(self, key: str) -> bool:
-        now = time.monotonic()
-        if len(self.calls) >= self.max_keys and key not in self.calls:
-            self._forget_idle(now)
-        window = self.calls[key]
-        while window and now - window[0] > 60.0:
-            window.popleft()
-        if len(window) >= self.per_minute:
-            return False
-        window.append(now)
-        return True
-
-    def retry_after(self, key: str) -> int:
-        """Seconds until the oldest call of ``key`` leaves its window."""
-        window = self.calls.get(key)
-        return max(1, int(60.0 - (time.monotonic() - window[0])) + 1) if window else 1
-
-    def _forget_idle(self, now: float) -> None:
-        idle = [k for k, w in self.calls.items() if not w or now - w[-1] > 60.0]
-        for key in idle:
-            del self.calls[key]
-        if len(self.calls) >= self.max_keys:  # all active: forget the longest idle half
-            by_last = sorted(self.calls, key=lambda k: self.calls[k][-1])
-            for key in by_last[: len(by_last) // 2]:
-                del self.calls[key]
-
-
 def _request_body(schema: dict[str, Any], description: str) -> dict[str, Any]:
     binary = {"schema": {"type": "string", "format": "binary"}}
     content: dict[str, Any] = {"application/json": {"schema": schema}}
@@ -201,8 +158,14 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         "recoserve_gateway_latency_seconds", "Request latency", ["endpoint"], registry=registry,
         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     )  # fmt: skip
-    limiter = RateLimiter(settings.rate_limit_per_minute)
-    failures = RateLimiter(settings.failed_auth_per_minute)
+    authorise = Authoriser(
+        api_keys=settings.api_keys,
+        jwt_secret=settings.jwt_secret,
+        jwt_audience=settings.jwt_audience,
+        jwt_issuer=settings.jwt_issuer,
+        rate_limit_per_minute=settings.rate_limit_per_minute,
+        failed_auth_per_minute=settings.failed_auth_per_minute,
+    )
 
     def client() -> AsyncRecoClient:
         if "client" not in state:  # created inside the running loop
@@ -249,55 +212,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         if err.retry_after is not None:
             headers["Retry-After"] = str(err.retry_after)
         return JSONResponse({"detail": err.message}, status_code=err.status, headers=headers)
-
-    def authorise(request: Request) -> str:
-        """The caller's identity for rate limiting (a hash of the whole API key, the token's
-        subject, or the client address); raises 401 if authentication fails and 429 when an
-        address fails too often or a caller exceeds its rate."""
-        address = request.client.host if request.client else "unknown"
-        caller = address
-        if settings.auth_enabled:
-            try:
-                caller = identify(request)
-            except GatewayError:
-                if not failures.allow(address):
-                    raise GatewayError(
-                        429,
-                        f"too many failed authentications from {address}",
-                        failures.retry_after(address),
-                    ) from None
-                raise
-        if not limiter.allow(caller):
-            raise GatewayError(
-                429,
-                f"rate limit of {settings.rate_limit_per_minute}/min exceeded",
-                limiter.retry_after(caller),
-            )
-        return caller
-
-    def identify(request: Request) -> str:
-        key = request.headers.get("x-api-key")
-        bearer = request.headers.get("authorization", "")
-        if key is not None:
-            if not any(hmac.compare_digest(key, k) for k in settings.api_keys):
-                raise GatewayError(401, "invalid API key (header X-API-Key)")
-            return "key:" + hashlib.sha256(key.encode()).hexdigest()[:24]
-        if bearer.lower().startswith("bearer ") and settings.jwt_secret:
-            import jwt
-
-            try:
-                claims = jwt.decode(
-                    bearer[7:],
-                    settings.jwt_secret,
-                    algorithms=["HS256"],
-                    audience=settings.jwt_audience,
-                    issuer=settings.jwt_issuer,
-                    options={"require": ["exp", "sub"]},
-                )
-            except jwt.PyJWTError as err:
-                raise GatewayError(401, f"invalid bearer token: {err}") from None
-            return f"sub:{claims['sub']}"
-        raise GatewayError(401, "authentication required: X-API-Key or Bearer token")
 
     async def read_events(
         request: Request, batch: bool
