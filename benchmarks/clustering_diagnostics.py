@@ -11,7 +11,7 @@ test events: these numbers steer design):
   centroids at the face, the median distance of their condensation points (highest-beta hit)
   in the clustering space and the share closer than 1 (the repulsion radius);
 - spread: the RMS distance of a shower's hits to its condensation point;
-- oracle-seed assignment: the energy share of > 10 GeV showers' hits that lie nearer their own
+- oracle-seed assignment: the energy share of > 20 GeV showers' hits that lie nearer their own
   condensation point than any other shower's (what nearest-seed assignment reaches with
   perfect seeds: a measure of the clustering space alone, free of the thresholds);
 - cost: in-process ONNX Runtime time per event on one thread, both networks interleaved on the
@@ -117,7 +117,7 @@ def separation(model: GravNetOC, events: list[Event]) -> dict[str, Any]:
 
 
 def oracle_assignment(model: GravNetOC, events: list[Event]) -> float:
-    """Energy share of the hits of > 10 GeV showers that lie nearer their own condensation
+    """Energy share of the hits of > 20 GeV showers that lie nearer their own condensation
     point than any other true shower's, in the clustering space: what assigning hits to their
     nearest seed could reach if the seeds were perfect (1 = every shower separable)."""
     good = total = 0.0
@@ -130,7 +130,7 @@ def oracle_assignment(model: GravNetOC, events: list[Event]) -> float:
         for k in objects:
             members = np.nonzero(truth.hit_object == k)[0]
             alphas.append(members[np.argmax(beta[members])])
-        hard = np.isin(truth.hit_object, np.nonzero(truth.energy > 10.0)[0])
+        hard = np.isin(truth.hit_object, np.nonzero(truth.energy > 20.0)[0])
         distance = np.linalg.norm(coords[hard][:, None, :] - coords[alphas][None], axis=2)
         nearest = np.asarray(objects)[np.argmin(distance, axis=1)]
         energy = crop.hits.energy[hard]
