@@ -569,10 +569,28 @@ def train_mlpf_command(
     workers: Annotated[int, typer.Option(help="Processes preparing the events.")] = 2,
     seed: Annotated[int, typer.Option(help="Seed of the weights and the event order.")] = 1,
     learning_rate: Annotated[float, typer.Option(help="Peak learning rate (cosine decay).")] = 2e-3,
+    samples: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated event samples, --train-events each: jets_with_leptons, "
+            "jets_pu140, gun (or any benchmark class)."
+        ),
+    ] = "jets_with_leptons",
+    cluster_sources: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated clusterings each event is shown with: network, clue, "
+            "truth_assignment (one training example per source)."
+        ),
+    ] = "network",
 ) -> None:
-    """Train MLPF on elements from the committed clustering network; writes the checkpoint and
+    """Train MLPF on elements of simulated events clustered by the committed network (and, with
+    --cluster-sources, by CLUE and the truth assignment too); writes the checkpoint and
     <checkpoint>.metrics.json."""
     from recoserve.train.mlpf import MLPFTrainConfig, train_mlpf
+
+    def names(text: str) -> tuple[str, ...]:
+        return tuple(n.strip() for n in text.split(",") if n.strip())
 
     config = MLPFTrainConfig(
         seed=seed,
@@ -583,8 +601,13 @@ def train_mlpf_command(
         max_steps=max_steps,
         learning_rate=learning_rate,
         workers=workers,
+        samples=names(samples),
+        cluster_sources=names(cluster_sources),
     )
-    metrics = train_mlpf(config, data_dir, output, log=console.print)
+    try:
+        metrics = train_mlpf(config, data_dir, output, log=console.print)
+    except ValueError as err:
+        raise _fail(str(err)) from None
     console.print(f"wrote {output} after {metrics['steps']} steps")
 
 

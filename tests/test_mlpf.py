@@ -183,3 +183,25 @@ def test_in_process_chain_finds_the_charged_hadrons() -> None:
         truth.eta[true_charged], truth.phi[true_charged], charged["eta"], charged["phi"], 0.1
     )
     assert len(rows) >= 0.8 * true_charged.sum()
+
+
+def test_training_elements_come_from_several_clusterings_of_a_mix_of_events() -> None:
+    """Cluster-source augmentation: each event becomes one example per clustering; the tracks
+    and their targets are the same in every example of an event, the clusters are not."""
+    from recoserve.train.mlpf import prepare_elements
+
+    data = prepare_elements(
+        1, "validation", workers=1, samples=("jets_with_leptons", "gun"),
+        sources=("network", "clue", "truth_assignment"),
+    )  # fmt: skip
+    assert len(data) == 6  # 2 samples x 1 event x 3 sources
+    for event in (0, 1):
+        examples = [data.batch([3 * event + s]) for s in range(3)]
+        tracks = [e[0][e[0][:, 0] == 1.0] for e in examples]  # type column: 1 = track
+        assert all(torch.equal(tracks[0], t) for t in tracks[1:])
+        track_targets = [e[2][: len(tracks[0])] for e in examples]
+        assert all(torch.equal(track_targets[0], t) for t in track_targets[1:])
+        n_clusters = {int((e[0][:, 0] == 2.0).sum()) for e in examples}
+        assert len(n_clusters) > 1  # the clusterings differ
+    with pytest.raises(ValueError, match="unknown cluster sources"):
+        prepare_elements(1, "validation", workers=1, sources=("oracle",))

@@ -1,10 +1,15 @@
-"""Training MLPF on elements made by the served chain's own clustering.
+"""Training MLPF on elements of a realistic mix of events and of several clusterings.
 
-Events: two jets from the jet gun (50-300 GeV each) plus 0-4 isolated particles (electrons,
-muons, photons, pions, K0L, neutrons of 5-100 GeV) from the same vertex, so that every PF class
-occurs. Each event is clustered by the committed GravNet checkpoint with its tuned thresholds —
-exactly what ``event_reco`` feeds MLPF when serving — and turned into elements and targets
-(``recoserve.train.pf_targets``). Training, validation and evaluation use different seeds.
+Events (``samples``): ``jets_with_leptons`` — two jets from the jet gun (50-300 GeV each) plus
+0-4 isolated particles (electrons, muons, photons, pions, K0L, neutrons of 5-100 GeV) from the
+same vertex, so that every PF class occurs — and the benchmark classes ``jets_pu140`` (pileup
+140) and ``gun``, each from its ``train`` / ``validation`` seeds. Each event is clustered by
+every source in ``cluster_sources`` (the served network with its tuned thresholds, which is what
+``event_reco`` feeds MLPF when serving; CLUE with its tuned parameters; the truth assignment) and
+each clustering becomes one training example of elements and targets
+(``recoserve.train.pf_targets``): MLPF learns particle flow, not one clustering's mistakes, and
+keeps working when the clustering improves. The default, one sample and the network alone, is
+what the served MLPF was trained on.
 
 Loss per element: cross entropy over the six classes, plus, for elements with a particle, a
 Huber loss on log(pt), log(E), eta, sin phi and cos phi.
@@ -26,11 +31,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from recoserve.events.model import Event
 from recoserve.metrics.pf_truth import pf_truth
 from recoserve.nn.checkpoint import DEFAULT_CLUSTERING_CHECKPOINT, save_mlpf
 from recoserve.nn.mlpf import MLPF, MLPFConfig
 from recoserve.postprocess.candidates import NONE
-from recoserve.postprocess.elements import build_elements
 from recoserve.sim.classes import EVENT_CLASSES, pf_event
 from recoserve.sim.simulator import Simulator
 from recoserve.train.loop import BestWeights, cosine_lr, optimise, update_running
@@ -77,30 +82,68 @@ class ElementSet:
                                                "offsets")})  # fmt: skip
 
 
-def _prepare_range(args: tuple[int, int, int, str]) -> list[tuple[np.ndarray, ...]]:
-    """Worker: simulate, cluster and convert events [first, last) of ``seed``."""
-    seed, first, last, checkpoint = args
-    from recoserve.inprocess import ClusteringPipeline
+SAMPLES = ("jets_with_leptons", "jets_pu140", "gun")
+CLUSTER_SOURCES = ("network", "clue", "truth_assignment")
+
+
+def sample_event(sample: str, split: str, index: int, simulators: dict[str, Simulator]) -> Event:
+    """Event ``index`` of a sample's split (deterministic; seeds from the class table)."""
+    if sample == "jets_with_leptons":
+        simulator = simulators.setdefault(sample, Simulator())
+        return pf_event(JETS.seeds.of(split), index, simulator)
+    cls = EVENT_CLASSES[sample]
+    return cls.event(split, index, simulators.setdefault(sample, cls.simulator()))
+
+
+PrepareJob = tuple[str, str, int, int, str, tuple[str, ...]]
+
+
+def _prepare_range(job: PrepareJob) -> list[tuple[np.ndarray, ...]]:
+    """Worker: events [first, last) of a sample's split, each clustered by every source and
+    turned into (elements, class targets, regression targets)."""
+    sample, split, first, last, checkpoint, sources = job
+    from recoserve.inprocess import ClusteringPipeline, EventRecoPipeline
+    from recoserve.metrics.chain_report import ChainRunner
+    from recoserve.metrics.tuning_store import TuningStore
 
     torch.set_num_threads(1)
-    pipeline = ClusteringPipeline(checkpoint)
-    simulator = Simulator()
+    cls = JETS if sample == "jets_with_leptons" else EVENT_CLASSES[sample]
+    runner = ChainRunner(
+        cls, EventRecoPipeline(ClusteringPipeline(Path(checkpoint))), TuningStore()
+    )
+    simulators: dict[str, Simulator] = {}
     out: list[tuple[np.ndarray, ...]] = []
     for i in range(first, last):
-        event = pf_event(seed, i, simulator)
-        hits = event.hits.features()
-        clusters = pipeline.cluster(hits)
-        elements = build_elements(hits, event.tracks.features(), clusters)
-        cls, reg = element_targets(event, pf_truth(event), clusters)
-        out.append((elements, cls, reg))
+        event = sample_event(sample, split, i, simulators)
+        truth = pf_truth(event)
+        for source in sources:
+            clusters, elements = runner.elements(event, source)
+            targets, regression = element_targets(event, truth, clusters)
+            out.append((elements, targets, regression))
     return out
 
 
 def prepare_elements(
-    n_events: int, seed: int, workers: int = 2, checkpoint: Path = DEFAULT_CLUSTERING_CHECKPOINT
+    n_events: int,
+    split: str,
+    workers: int = 2,
+    checkpoint: Path = DEFAULT_CLUSTERING_CHECKPOINT,
+    samples: tuple[str, ...] = ("jets_with_leptons",),
+    sources: tuple[str, ...] = ("network",),
 ) -> ElementSet:
+    """``n_events`` events of each sample, times one example per cluster source."""
+    for sample in samples:
+        if sample != "jets_with_leptons" and sample not in EVENT_CLASSES:
+            raise ValueError(f"unknown sample {sample!r}; known: {', '.join(SAMPLES)}")
+    unknown = set(sources) - set(CLUSTER_SOURCES)
+    if unknown:
+        raise ValueError(f"unknown cluster sources {sorted(unknown)}; known: {CLUSTER_SOURCES}")
     chunk = max(1, math.ceil(n_events / (workers * 8)))
-    jobs = [(seed, a, min(a + chunk, n_events), str(checkpoint)) for a in range(0, n_events, chunk)]
+    jobs: list[PrepareJob] = [
+        (sample, split, a, min(a + chunk, n_events), str(checkpoint), sources)
+        for sample in samples
+        for a in range(0, n_events, chunk)
+    ]
     with get_context("spawn").Pool(workers) as pool:
         parts = [item for result in pool.map(_prepare_range, jobs) for item in result]
     counts = np.array([len(p[0]) for p in parts], dtype=np.int64)
@@ -112,13 +155,26 @@ def prepare_elements(
     )
 
 
-def element_dataset(path: Path, n_events: int, seed: int, workers: int = 2) -> ElementSet:
-    """Load the element set at ``path``, or prepare and write it."""
+def element_dataset(
+    data_dir: Path,
+    split: str,
+    n_events: int,
+    workers: int = 2,
+    samples: tuple[str, ...] = ("jets_with_leptons",),
+    sources: tuple[str, ...] = ("network",),
+) -> ElementSet:
+    """Load the element set of this split, mix and sources from ``data_dir``, or prepare and
+    write it (one file per combination: a changed mix never reuses another's elements)."""
+    tag = "" if (samples, sources) == (("jets_with_leptons",), ("network",)) else (
+        "-" + "+".join(samples) + "-" + "+".join(sources)
+    )  # fmt: skip
+    path = data_dir / f"{split}{tag}.npz"
+    expected = n_events * len(samples) * len(sources)
     if path.exists():
         data = ElementSet.load(path)
-        if len(data) == n_events:
+        if len(data) == expected:
             return data
-    data = prepare_elements(n_events, seed, workers)
+    data = prepare_elements(n_events, split, workers, samples=samples, sources=sources)
     data.save(path)
     return data
 
@@ -173,6 +229,8 @@ class MLPFTrainConfig:
     learning_rate: float = 2e-3
     validate_every: int = 200
     workers: int = 2
+    samples: tuple[str, ...] = ("jets_with_leptons",)  # per sample: train/validation events
+    cluster_sources: tuple[str, ...] = ("network",)  # one example per event and source
     model: MLPFConfig = field(default_factory=MLPFConfig)
     weights: MLPFLossWeights = field(default_factory=MLPFLossWeights)
 
@@ -204,9 +262,10 @@ def train_mlpf(
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     t0 = time.perf_counter()
-    train = element_dataset(data_dir / "train.npz", config.train_events, TRAIN_SEED, config.workers)
+    mix = {"samples": config.samples, "sources": config.cluster_sources}
+    train = element_dataset(data_dir, "train", config.train_events, config.workers, **mix)
     validation = element_dataset(
-        data_dir / "validation.npz", config.validation_events, VALIDATION_SEED, config.workers
+        data_dir, "validation", config.validation_events, config.workers, **mix
     )
     log(
         f"data: {len(train)} training events ({len(train.elements)} elements), "
