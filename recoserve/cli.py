@@ -1030,7 +1030,14 @@ def _gateway_settings(
 
 
 ApiKeyOption = Annotated[
-    list[str] | None, typer.Option("--api-key", help="Accepted API key (repeatable); none: open.")
+    list[str] | None,
+    typer.Option(
+        "--api-key",
+        envvar="RECOSERVE_API_KEY",
+        help="Accepted API key (repeatable; or RECOSERVE_API_KEY, which keeps it out of the "
+        "process list); none: open on 127.0.0.1 only.",
+        show_default=False,
+    ),
 ]
 JwtOption = Annotated[str | None, typer.Option(help="Accept HS256 bearer tokens signed so.")]
 CorsOption = Annotated[list[str] | None, typer.Option("--cors", help="Allowed CORS origin.")]
@@ -1065,6 +1072,14 @@ def serve(
             "run the networks inline and never call them)."
         ),
     ] = False,
+    metrics_host: Annotated[
+        str | None,
+        typer.Option(
+            help="Where Triton's Prometheus metrics listen [default: --host, or 127.0.0.1 "
+            "when --host serves other machines; a container gives 0.0.0.0 for Prometheus].",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Start the embedded Triton (CPU, local flavour) with both public models, and the REST
     gateway beside it; a crashed Triton is restarted (up to 5 times in a row, with backoff);
@@ -1110,6 +1125,7 @@ def serve(
         host=triton_host,
         extra_args=() if building_blocks else public_models_only(),
         api_key=triton_key,
+        metrics_host=metrics_host,
     )
     watchdog = Watchdog(
         server,
@@ -1130,8 +1146,9 @@ def serve(
             checked = " (x-api-key checked)" if triton_key else ""
             table.add_row("Triton gRPC", f"{triton_host}:{grpc_port}{checked}")
             table.add_row("Triton HTTP", f"http://{triton_host}:{http_port}{checked}")
-            metrics_host = "127.0.0.1" if exposed else host
-            table.add_row("Prometheus metrics", f"http://{metrics_host}:{metrics_port}/metrics")
+            table.add_row(
+                "Prometheus metrics", f"http://{server.metrics_address}:{metrics_port}/metrics"
+            )
             table.add_row("public models", "hgcal_clustering, event_reco")
             if gateway_port:
                 table.add_row("REST gateway (OpenAPI)", f"http://{host}:{gateway_port}/docs")

@@ -142,6 +142,17 @@ class TritonServer:
     # Required where ``host`` reaches other machines: clients send it as x-api-key.
     api_key: str | None = None
     admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
+    # Where the (unauthenticated, read-only) metrics listen; None: 127.0.0.1 when ``host``
+    # reaches other machines, else ``host``. A container sets its network's address for
+    # Prometheus.
+    metrics_host: str | None = None
+
+    @property
+    def metrics_address(self) -> str:
+        if self.metrics_host is not None:
+            return self.metrics_host
+        # Metrics stay on this machine when the rest is exposed (they carry no check).
+        return "127.0.0.1" if not is_loopback(self.host) else self.host
 
     @property
     def http_url(self) -> str:
@@ -192,8 +203,7 @@ class TritonServer:
             "--log-verbose=0",
             f"--http-address={self.host}",
             f"--grpc-address={self.host}",
-            # Metrics stay on this machine when the others are exposed (they carry no check).
-            f"--metrics-address={'127.0.0.1' if exposed else self.host}",
+            f"--metrics-address={self.metrics_address}",
             *extra_args,
         ]
         log = self.log_path or self.repository.parent / "triton.log"
