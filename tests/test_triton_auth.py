@@ -5,6 +5,7 @@ address it listens on, and tests send traffic to 127.0.0.1 only)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import urllib.error
@@ -52,10 +53,11 @@ def test_serving_other_machines_without_a_key_is_refused(repository: Path) -> No
 
 
 def test_serve_on_a_public_address_needs_a_credential(tmp_path: Path) -> None:
+    environment = {k: v for k, v in os.environ.items() if k != "RECOSERVE_API_KEY"}
     done = subprocess.run(
         [sys.executable, "-m", "recoserve.cli", "serve", "--host", "0.0.0.0",
          "--repository", str(tmp_path / "repo")],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, env=environment,
     )  # fmt: skip
     assert done.returncode != 0
     assert "needs a credential" in done.stderr and "--api-key" in done.stderr
