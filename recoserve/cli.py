@@ -1075,8 +1075,8 @@ def serve(
     metrics_host: Annotated[
         str | None,
         typer.Option(
-            help="Where Triton's Prometheus metrics listen [default: --host, or 127.0.0.1 "
-            "when --host serves other machines; a container gives 0.0.0.0 for Prometheus].",
+            help="Where Triton's Prometheus metrics listen (default: --host, or 127.0.0.1 "
+            "when --host serves other machines; a container gives 0.0.0.0 for Prometheus).",
             show_default=False,
         ),
     ] = None,
