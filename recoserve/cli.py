@@ -113,7 +113,7 @@ def simulate(
     events: Annotated[
         int | None,
         typer.Option(
-            "--events", "-n", min=1, help="Number of events [default: 10, or all --from]."
+            "--events", "-n", min=1, help="Number of events (default: 10, or all of --from)."
         ),
     ] = None,
     particles: Annotated[
