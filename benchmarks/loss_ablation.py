@@ -1,13 +1,14 @@
 """Which object-condensation loss clusters best, at equal CPU time: a small, fair ablation.
 
 Run: `python benchmarks/loss_ablation.py --minutes 12` (on a GPU machine: `--device cuda
---batch 8 --minutes 2 --classes gun,dense,jets,jets_pu140 --workers 15`). Each variant trains
-the current architecture from the same seed on the same events for the same wall-clock
-minutes, then its condensation thresholds are tuned on the validation events and its
-efficiency (> 20 GeV) and fake rate (> 10 GeV) at those thresholds are reported, with the
-median RMS distance of a shower's hits to its condensation point. Validation events only:
-this steers the design, the benchmark's test events stay untouched. Writes
-docs/results/loss_ablation.json.
+--batch 8 --minutes 2 --classes gun,dense,jets,jets_pu140 --workers 15`; `--init-from
+checkpoints/clustering/gravnet_oc.pt` starts every variant from the served weights). Each
+variant of ``recoserve.nn.losses.LOSSES`` trains from the same seed on the same events for the
+same wall-clock minutes; then its condensation thresholds are tuned on the jets validation
+events and its efficiency (> 20 GeV) and fake rate (> 10 GeV) at those thresholds are reported,
+with the oracle-seed assignment of its clustering space (benchmarks/clustering_diagnostics.py).
+Validation events only: this steers the design, the benchmark's test events stay untouched.
+Writes docs/results/loss_ablation.json.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from clustering_diagnostics import oracle_assignment  # benchmarks/, beside this script
 
 from recoserve.metrics.showers import summarize_clustering
 from recoserve.nn.checkpoint import load_clustering
-from recoserve.nn.losses import OCWeights
+from recoserve.nn.losses import LOSSES
 from recoserve.postprocess.condensation import condense
 from recoserve.train.clustering import (
     ClusteringTrainConfig,
@@ -32,16 +34,7 @@ from recoserve.train.clustering import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = {
-    "per-hit (first networks)": OCWeights(),
-    "per-object, repulsion x2, beta by energy": OCWeights.current(),
-    "per-object, repulsion x0.5, beta by energy": OCWeights(
-        per_object=True, repulsion=0.5, beta_energy_scale=20.0, beta_energy_floor=0.3
-    ),
-    "by own object, beta by energy": OCWeights(
-        per_object=True, by_own_object=True, beta_energy_scale=20.0, beta_energy_floor=0.3
-    ),
-}
+VARIANTS = LOSSES  # per-hit, per-object, own-object (recoserve.nn.losses)
 
 
 def main() -> None:
@@ -52,6 +45,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--workers", type=int, default=1, help="processes simulating data")
+    parser.add_argument(
+        "--init-from", default=None, help="start every variant from these weights (a checkpoint)"
+    )
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--data-dir", type=Path, default=ROOT / "data" / "clustering")
     parser.add_argument("--output", type=Path, default=ROOT / "docs/results/loss_ablation.json")
     args = parser.parse_args()
@@ -68,7 +65,8 @@ def main() -> None:
                 batch=args.batch,
                 minutes=args.minutes,
                 max_steps=20_000,
-                learning_rate=1e-3,
+                learning_rate=args.learning_rate,
+                init_from=args.init_from,
                 validate_every=1_000_000,  # only the final validation
                 workers=args.workers,
                 weights=weights,
@@ -91,6 +89,7 @@ def main() -> None:
                 "efficiency_above_20GeV": summary["efficiency_above_20GeV"],
                 "fake_rate_above_10GeV": summary["fake_rate_above_10GeV"],
                 "efficiency_5_20GeV": summary["efficiency_5_20GeV"],
+                "oracle_assignment": oracle_assignment(model, validation),
             }
             print(json.dumps(row), flush=True)
             results.append(row)
