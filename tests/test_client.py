@@ -198,6 +198,34 @@ def test_stopping_one_of_two_servers_loses_and_duplicates_nothing(
     assert servers[a.grpc_url] + servers[b.grpc_url] == len(events)
 
 
+def test_killing_a_backend_stub_mid_stream_loses_and_duplicates_nothing(
+    repository: Path, events: list, tmp_path: Path
+) -> None:
+    """Fault injection: SIGKILL of one of the first server's event_reco stubs (a Python-backend
+    process) while events stream; every event is answered exactly once, without error."""
+    import psutil
+
+    with (
+        start_triton(repository, log_path=tmp_path / "a.log") as a,
+        start_triton(repository, log_path=tmp_path / "b.log") as b,
+        RecoClient([a.grpc_url, b.grpc_url], shared_memory="never", timeout=30) as two,
+    ):
+        assert a.process is not None
+        stubs = [
+            p
+            for p in psutil.Process(a.process.pid).children(recursive=True)
+            if "event_reco" in " ".join(p.cmdline())
+        ]
+        assert stubs, "no event_reco stub found"
+        answered: list[int] = []
+        for outcome in two.reconstruct_many(events, in_flight=4):
+            assert outcome.result is not None, outcome.error
+            answered.append(outcome.index)
+            if len(answered) == 4:
+                stubs[0].kill()
+    assert sorted(answered) == list(range(len(events)))  # none lost, none twice
+
+
 def test_failover_retries_and_errors(server: TritonServer, events: list) -> None:
     dead = f"127.0.0.1:{free_ports(1)[0]}"
     with RecoClient([dead, server.grpc_url], shared_memory="never", backoff=0.01) as c:

@@ -417,6 +417,14 @@ def test_api_keys_bearer_tokens_and_rate_limit(secured: str) -> None:
     assert {s["type"] for s in schemes.values()} == {"apiKey", "http"}
 
 
+def test_an_expired_bearer_token_is_refused(secured: str) -> None:
+    expired = jwt.encode({"sub": "alice", "exp": int(time.time()) - 60}, JWT_SECRET,
+                         algorithm="HS256")  # fmt: skip
+    refused = httpx.post(f"{secured}/v1/cluster", json={"hits": [GOOD_HIT]},
+                         headers={"authorization": f"Bearer {expired}"})  # fmt: skip
+    assert refused.status_code == 401 and "expired" in refused.json()["detail"]
+
+
 def test_rate_limit_per_key(server: TritonServer) -> None:
     process, base = start_gateway(
         server.grpc_url, "--api-key", "first-key", "--api-key", "first-kez", "--rate-limit", "3"
