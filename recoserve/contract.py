@@ -30,6 +30,13 @@ HIT_FEATURES = ("x", "y", "z", "energy", "time")  # cm, cm, cm, GeV, ns
 TRACK_FEATURES = ("pt", "eta", "phi", "charge", "p", "x_calo", "y_calo", "z_calo", "n_layers")
 MAX_HITS = 1_000_000  # the neighbour search keys rows with 20 bits
 MAX_TRACKS = 100_000
+# The largest |value| a column may hold. Hits: well around the calorimeter (20 m, 100 TeV,
+# 10 us). Tracks: their extrapolation to the face can land far out (tens of metres for soft,
+# central ones), so 10 km. Beyond these the network's float32 arithmetic overflowed (hits at
+# 1e5-1e6 cm gave non-finite clustering coordinates; a pt of 3e38 GeV crashed the chain):
+# such input is refused with a message instead.
+HIT_LIMITS = (2e3, 2e3, 2e3, 1e5, 1e4)
+TRACK_LIMITS = (1e5, 20.0, 10.0, 10.0, 1e5, 1e6, 1e6, 1e6, 1e3)
 
 # Particle-flow elements (MLPF's input): tracks first, then clusters; 0 where a type lacks it.
 TRACK, CLUSTER = 1.0, 2.0  # the "type" column
@@ -182,10 +189,17 @@ class InvalidInput(ValueError):
     """A request tensor that breaks the contract; the message names the tensor and the problem."""
 
 
-def check_rows(name: str, array: np.ndarray, width: int, max_rows: int) -> np.ndarray:
+def check_rows(
+    name: str,
+    array: np.ndarray,
+    width: int,
+    max_rows: int,
+    limits: tuple[float, ...] | None = None,
+    columns: tuple[str, ...] = (),
+) -> np.ndarray:
     """The array as float32 [N, width] if it is one event's valid table, else InvalidInput.
 
-    Accepts [N, width] or a batch of one, [1, N, width].
+    Accepts [N, width] or a batch of one, [1, N, width]; ``limits`` bound each column's |value|.
     """
     if array.dtype != np.float32:
         raise InvalidInput(f"{name} must be FP32, got {array.dtype}")
@@ -202,11 +216,20 @@ def check_rows(name: str, array: np.ndarray, width: int, max_rows: int) -> np.nd
             f"{name} has {int(bad.sum())} non-finite values (NaN or inf), first at row {row}, "
             f"column {column}"
         )
+    if limits is not None and len(array):
+        over = np.abs(array) > np.asarray(limits, dtype=np.float32)
+        if over.any():
+            row, column = (int(v) for v in np.argwhere(over)[0])
+            label = f" ({columns[column]})" if columns else ""
+            raise InvalidInput(
+                f"{name} column {column}{label} holds {float(array[row, column]):g} at row {row}, "
+                f"beyond the limit of +-{limits[column]:g}"
+            )
     return array
 
 
 def check_hits(hits: np.ndarray) -> np.ndarray:
-    hits = check_rows("HITS", hits, len(HIT_FEATURES), MAX_HITS)
+    hits = check_rows("HITS", hits, len(HIT_FEATURES), MAX_HITS, HIT_LIMITS, HIT_FEATURES)
     if len(hits) and (hits[:, 3] < 0).any():
         raise InvalidInput(f"HITS has negative energies (column 3), first at row "
                            f"{int(np.flatnonzero(hits[:, 3] < 0)[0])}")  # fmt: skip
@@ -214,7 +237,9 @@ def check_hits(hits: np.ndarray) -> np.ndarray:
 
 
 def check_tracks(tracks: np.ndarray) -> np.ndarray:
-    return check_rows("TRACKS", tracks, len(TRACK_FEATURES), MAX_TRACKS)
+    return check_rows(
+        "TRACKS", tracks, len(TRACK_FEATURES), MAX_TRACKS, TRACK_LIMITS, TRACK_FEATURES
+    )
 
 
 def check_elements(elements: np.ndarray) -> np.ndarray:

@@ -465,7 +465,8 @@ def test_triton_admin_apis_are_not_reachable(gateway: str) -> None:
 
 def test_openapi_fuzzing_gives_no_server_errors(gateway: str) -> None:
     """schemathesis generates requests from the OpenAPI schema (valid and invalid bodies and
-    parameters) for every operation; none may produce a 5xx."""
+    parameters) for every operation; none may produce a 5xx, and every answer conforms to the
+    schema (no schema-valid request refused, no undocumented status or content type)."""
     schema = schemathesis.openapi.from_url(f"{gateway}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {op.path for op in operations} >= {"/v1/cluster", "/v1/reconstruct", "/healthz"}
@@ -481,6 +482,7 @@ def test_openapi_fuzzing_gives_no_server_errors(gateway: str) -> None:
         def check(case: schemathesis.Case) -> None:
             response = case.call(base_url=gateway, timeout=60)
             assert response.status_code < 500, (case.path, case.body, response.text[:300])
+            case.validate_response(response)  # status, content type and body as documented
 
         check()
 

@@ -99,6 +99,11 @@ def cases() -> dict[str, Hostile]:
             found[f"tracks.{column} = {label}"] = Hostile(
                 body.encode(), status=status, fragment=fragment
             )
+    # values inside float32 but far outside any detector: refused by the contract's limits
+    for j, column in enumerate(HIT_FEATURES):
+        row = list(GOOD_HIT)
+        row[j] = 1e7
+        found[f"hits.{column} = 1e7"] = Hostile(_json({"hits": [row]}), fragment="beyond the limit")
     # 2. the shape of a JSON body
     shapes = {
         "a list": ("[]", 422, "JSON object"),

@@ -22,6 +22,9 @@ from recoserve.contract import CLUSTER_CLASSES
 CLASS_NAMES = CLUSTER_CLASSES
 
 
+FAR_AWAY = 1e30  # clustering coordinate of a hit whose network output is not finite
+
+
 @dataclass(frozen=True)
 class CondensationThresholds:
     t_beta: float = 0.3
@@ -67,6 +70,13 @@ def condense(
     """Clusters from the outputs of one event (see module docstring)."""
     n = len(beta)
     beta = np.asarray(beta, dtype=np.float32)
+    ccoords = np.asarray(ccoords)
+    finite = np.isfinite(beta) & np.isfinite(ccoords).all(axis=1)
+    if not finite.all():
+        # Hits whose network outputs overflowed are noise, never seeds (one odd event in a
+        # dynamic batch must not fail the others).
+        beta = np.where(finite, beta, 0.0).astype(np.float32)
+        ccoords = np.where(finite[:, None], ccoords, FAR_AWAY)
     hit_cluster = np.full(n, -1, dtype=np.int64)
     candidates = np.flatnonzero(beta > thresholds.t_beta)
     candidates = candidates[np.lexsort((candidates, -beta[candidates]))]

@@ -36,11 +36,11 @@ from recoserve.extras import require
 require("gateway", "the REST gateway (recoserve.server.gateway)")
 
 import numpy as np
-from fastapi import FastAPI, Request, Response, Security
+from fastapi import FastAPI, Query, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -51,7 +51,9 @@ from recoserve.client.results import ClusterResult
 from recoserve.client.sync import RecoError, RejectedInput
 from recoserve.contract import (
     HIT_FEATURES,
+    HIT_LIMITS,
     TRACK_FEATURES,
+    TRACK_LIMITS,
     InvalidInput,
     check_hits,
     check_tracks,
@@ -60,38 +62,6 @@ from recoserve.server import bodies
 from recoserve.server.auth import Authoriser, GatewayError
 
 log = logging.getLogger("recoserve.gateway")
-
-
-def _row(columns: tuple[str, ...]) -> dict[str, Any]:
-    n = len(columns)
-    return {"type": "array", "items": {"type": "number"}, "minItems": n, "maxItems": n}
-
-
-HIT_ROW = _row(HIT_FEATURES)
-TRACK_ROW = _row(TRACK_FEATURES)
-EVENT_SCHEMA = {
-    "type": "object",
-    "required": ["hits"],
-    "additionalProperties": False,
-    "properties": {
-        "hits": {
-            "type": "array",
-            "items": HIT_ROW,
-            "description": f"{', '.join(HIT_FEATURES)} (cm, cm, cm, GeV, ns)",
-        },
-        "tracks": {
-            "type": "array",
-            "items": TRACK_ROW,
-            "description": ", ".join(TRACK_FEATURES),
-        },
-    },
-}
-BATCH_SCHEMA = {
-    "type": "object",
-    "required": ["events"],
-    "additionalProperties": False,
-    "properties": {"events": {"type": "array", "items": EVENT_SCHEMA}},
-}
 
 
 @dataclass
@@ -122,12 +92,70 @@ class GatewaySettings:
         return bool(self.api_keys) or self.jwt_secret is not None
 
 
-def _request_body(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    binary = {"schema": {"type": "string", "format": "binary"}}
+def _row(
+    columns: tuple[str, ...], limits: tuple[float, ...], non_negative: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """A table row: one number per column, within the contract's limits."""
+    return {
+        "type": "array",
+        "prefixItems": [
+            {"type": "number", "minimum": 0 if c in non_negative else -limit, "maximum": limit}
+            for c, limit in zip(columns, limits, strict=True)
+        ],
+        "items": False,
+        "minItems": len(columns),
+        "maxItems": len(columns),
+    }
+
+
+HIT_ROW = _row(HIT_FEATURES, HIT_LIMITS, non_negative=("energy",))
+TRACK_ROW = _row(TRACK_FEATURES, TRACK_LIMITS)
+
+
+def event_schema(settings: GatewaySettings) -> dict[str, Any]:
+    """The JSON body of one event, as the OpenAPI document declares it (limits included)."""
+    return {
+        "type": "object",
+        "required": ["hits"],
+        "additionalProperties": False,
+        "properties": {
+            "hits": {
+                "type": "array",
+                "items": HIT_ROW,
+                "maxItems": settings.max_hits,
+                "description": f"{', '.join(HIT_FEATURES)} (cm, cm, cm, GeV, ns)",
+            },
+            "tracks": {
+                "type": "array",
+                "items": TRACK_ROW,
+                "maxItems": settings.max_tracks,
+                "description": ", ".join(TRACK_FEATURES),
+            },
+        },
+    }
+
+
+def batch_schema(settings: GatewaySettings) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["events"],
+        "additionalProperties": False,
+        "properties": {
+            "events": {
+                "type": "array",
+                "items": event_schema(settings),
+                "minItems": 1,
+                "maxItems": settings.max_events_per_batch,
+            }
+        },
+    }
+
+
+def _request_body(schema: dict[str, Any], description: str, binary: bool) -> dict[str, Any]:
     content: dict[str, Any] = {"application/json": {"schema": schema}}
-    if schema is EVENT_SCHEMA:
-        content[bodies.ARROW] = binary
-        content[bodies.NPZ] = binary
+    if binary:
+        for kind in (bodies.ARROW, bodies.NPZ):
+            content[kind] = {"schema": {"type": "string", "format": "binary"}}
     return {"requestBody": {"required": True, "description": description, "content": content}}
 
 
@@ -349,7 +377,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             report.append({"triton": number, "models_ready": models})
         return JSONResponse({"status": "not ready", "servers": report}, status_code=503)
 
-    @app.get("/metrics", tags=["health"])
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
     async def metrics() -> Response:
         """Prometheus metrics of the gateway."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
@@ -365,11 +398,16 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         503: {"description": "Triton unavailable"},
     }
 
-    # Declared in the OpenAPI schema (Swagger UI's "Authorize"); ``authorise`` does the checks.
-    credentials = [
-        Security(APIKeyHeader(name="X-API-Key", auto_error=False)),
-        Security(HTTPBearer(auto_error=False)),
-    ]
+    # Declared in the OpenAPI schema (Swagger UI's "Authorize") when this gateway checks them;
+    # ``authorise`` does the checks.
+    credentials = (
+        [
+            Security(APIKeyHeader(name="X-API-Key", auto_error=False)),
+            Security(HTTPBearer(auto_error=False)),
+        ]
+        if settings.auth_enabled
+        else []
+    )
 
     def events_endpoint(kind: str, batch: bool, doc: str) -> Any:
         async def endpoint(request: Request) -> Response:
@@ -381,12 +419,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         endpoint.__doc__ = doc
         return endpoint
 
+    one, several = event_schema(settings), batch_schema(settings)
     for path, kind, batch, schema, body, doc in (
-        ("/v1/cluster", "cluster", False, EVENT_SCHEMA, "One event: hits (tracks are ignored).",
+        ("/v1/cluster", "cluster", False, one, "One event: hits (tracks are ignored).",
          "Cluster the hits of one event (hgcal_clustering)."),
-        ("/v1/reconstruct", "reconstruct", False, EVENT_SCHEMA, "One event: hits and tracks.",
+        ("/v1/reconstruct", "reconstruct", False, one, "One event: hits and tracks.",
          "Clusters and particle candidates of one event (event_reco)."),
-        ("/v1/reconstruct/batch", "reconstruct", True, BATCH_SCHEMA, "Several events.",
+        ("/v1/reconstruct/batch", "reconstruct", True, several, "Several events.",
          "Clusters and candidates of several events (sent to Triton concurrently)."),
     ):  # fmt: skip
         app.add_api_route(
@@ -395,14 +434,17 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             methods=["POST"],
             name=path.strip("/").replace("/", "_"),
             tags=["reconstruction"],
-            openapi_extra=_request_body(schema, body),
+            openapi_extra=_request_body(schema, body, binary=not batch),
             responses=errors,
             dependencies=credentials,
         )
 
     @app.post("/v1/simulate", tags=["display"], responses=errors, dependencies=credentials)
     async def simulate(
-        request: Request, particles: int = 30, seed: int = 1, jets: bool = False
+        request: Request,
+        particles: int = Query(30, ge=1, le=settings.simulate_max_particles),
+        seed: int = Query(1, ge=0, lt=2**31),
+        jets: bool = False,
     ) -> JSONResponse:
         """A simulated event (hits and tracks) for the event display."""
         if not settings.simulate_enabled:
