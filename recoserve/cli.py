@@ -1084,13 +1084,13 @@ def serve(
     """Start the embedded Triton (CPU, local flavour) with both public models, and the REST
     gateway beside it; a crashed Triton is restarted (up to 5 times in a row, with backoff);
     Ctrl-C, SIGTERM or SIGHUP stops both (exit status 128 + signal)."""
+    from recoserve.client.sync import is_loopback
     from recoserve.export.repository import build_repository, repository_is_current
     from recoserve.server.triton import (
         Ports,
         TritonError,
         TritonServer,
         Watchdog,
-        is_loopback,
         port_is_free,
         public_models_only,
     )

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import schemathesis
+from gateway_process import start_gateway
 from hypothesis import HealthCheck, given, settings
 
 from recoserve.client import RecoClient
@@ -28,23 +28,6 @@ from recoserve.sim.classes import pf_event
 
 FRESH_SEED = 931
 JWT_SECRET = "test-secret-for-bearer-tokens-0123456789"
-
-
-def start_gateway(triton: str, *args: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_ports(1)[0]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "recoserve.cli", "gateway", "--triton", triton,
-         "--port", str(port), *args],
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return process, base
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("gateway did not start")
 
 
 @pytest.fixture(scope="module")

@@ -5,15 +5,12 @@ its share of connections, and normal clients are served meanwhile."""
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-
-from recoserve.server.triton import free_ports
+from gateway_process import running_gateway
 
 HEADER_TIMEOUT, BODY_TIMEOUT, PER_ADDRESS = 2.0, 3.0, 6
 
@@ -21,25 +18,11 @@ HEADER_TIMEOUT, BODY_TIMEOUT, PER_ADDRESS = 2.0, 3.0, 6
 @pytest.fixture(scope="module")
 def gateway() -> Iterator[tuple[str, int]]:
     """A gateway with short deadlines (no Triton needed: only /healthz is asked)."""
-    port = free_ports(1)[0]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "recoserve.cli", "gateway", "--triton", "127.0.0.1:9",
-         "--port", str(port), "--header-timeout", str(HEADER_TIMEOUT),
-         "--body-timeout", str(BODY_TIMEOUT),
-         "--max-connections-per-address", str(PER_ADDRESS)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        yield "127.0.0.1", port
-    finally:
-        process.terminate()
-        process.wait(10)
+    with running_gateway(
+        "127.0.0.1:9", "--header-timeout", str(HEADER_TIMEOUT), "--body-timeout",
+        str(BODY_TIMEOUT), "--max-connections-per-address", str(PER_ADDRESS),
+    ) as (_, base):  # fmt: skip
+        yield "127.0.0.1", int(base.rsplit(":", 1)[1])
 
 
 def _closed_after(sock: socket.socket, dribble: bytes, limit: float) -> float:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,10 +20,10 @@ import numpy as np
 import psutil
 import pyarrow as pa
 import pytest
+from gateway_process import running_gateway
 
 from recoserve.contract import HIT_FEATURES, TRACK_FEATURES
 from recoserve.server import bodies
-from recoserve.server.triton import free_ports
 
 GOOD_HIT = [10.0, 20.0, 330.0, 0.5, 11.0]
 GOOD_TRACK = [5.0, 2.0, 0.1, 1.0, 20.0, 10.0, 20.0, 320.0, 10.0]
@@ -227,25 +225,9 @@ CASES = cases()
 @pytest.fixture(scope="module")
 def gateway() -> Iterator[tuple[str, psutil.Process, list[int]]]:
     """A gateway in front of no Triton; (base URL, its process, its RSS at the start)."""
-    port = free_ports(1)[0]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "recoserve.cli", "gateway", "--triton", "127.0.0.1:9",
-         "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+    with running_gateway("127.0.0.1:9") as (process, base):
         handle = psutil.Process(process.pid)
         yield base, handle, [handle.memory_info().rss]
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def test_there_are_over_a_hundred_request_classes() -> None:

@@ -61,6 +61,11 @@ RECO_OUTPUTS = output_names("event_reco")
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine (shared memory works; nothing else can reach it)."""
+    return host in LOOPBACK or host.startswith("127.")
+
+
 class RecoError(RuntimeError):
     """A request that failed for good (after retries, on every server)."""
 
@@ -524,7 +529,7 @@ class RecoClient:
         if self.shared_memory == "never" or server.shm_failed:
             return False
         host = server.url.rsplit(":", 1)[0]
-        return self.shared_memory == "always" or host in LOOPBACK
+        return self.shared_memory == "always" or is_loopback(host)
 
     def _call(
         self, model: str, tensors: dict[str, np.ndarray], names: tuple[str, ...]

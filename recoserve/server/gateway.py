@@ -87,10 +87,6 @@ class GatewaySettings:
     body_timeout_s: float = 60.0  # ... and the body within this after them
     max_connections_per_address: int = 64
 
-    @property
-    def auth_enabled(self) -> bool:
-        return bool(self.api_keys) or self.jwt_secret is not None
-
 
 def _row(
     columns: tuple[str, ...], limits: tuple[float, ...], non_negative: tuple[str, ...] = ()
@@ -405,7 +401,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             Security(APIKeyHeader(name="X-API-Key", auto_error=False)),
             Security(HTTPBearer(auto_error=False)),
         ]
-        if settings.auth_enabled
+        if authorise.enabled
         else []
     )
 

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from recoserve.client.sync import is_loopback
 from recoserve.contract import API_KEY_HEADER
 
 
@@ -38,11 +39,6 @@ class TritonError(RuntimeError):
 CLIENT_APIS = ("inference", "metadata", "model-config", "statistics")
 ADMIN_APIS = ("shared-memory", "model-repository", "trace", "logging")
 ADMIN_HEADER = "x-recoserve-admin"
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-
-
-def is_loopback(host: str) -> bool:
-    return host in LOOPBACK_HOSTS or host.startswith("127.")
 
 
 def restricted_api_args(api_key: str, admin_token: str) -> tuple[str, ...]:
