@@ -343,18 +343,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         kind: str, events: list[tuple[np.ndarray, ...]], problems: dict[int, GatewayError]
     ) -> list[ClusterResult | GatewayError]:
         """Every valid event sent concurrently; each answer is its result or its own error."""
-
-        async def known(error: GatewayError) -> GatewayError:
-            return error
-
-        return list(
-            await asyncio.gather(
-                *(
-                    known(problems[i]) if i in problems else infer_one(kind, hits, tracks)
-                    for i, (hits, tracks) in enumerate(events)
-                )
-            )
-        )
+        valid = [i for i in range(len(events)) if i not in problems]
+        answers = await asyncio.gather(*(infer_one(kind, *events[i][:2]) for i in valid))
+        results: dict[int, ClusterResult | GatewayError] = {
+            **problems,
+            **dict(zip(valid, answers, strict=True)),
+        }
+        return [results[i] for i in range(len(events))]
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
