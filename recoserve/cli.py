@@ -517,8 +517,8 @@ def train_clustering_command(
     loss: Annotated[
         str,
         typer.Option(
-            help="Object-condensation normalisation of a new run: per-hit, per-object or "
-            'own-object (docs/clustering.md, "Loss"); a resumed run keeps its own.'
+            help="Object-condensation loss of a new run: per-hit, per-hit-beta-energy, "
+            'per-object or own-object (docs/clustering.md, "Loss"); a resumed run keeps its own.'
         ),
     ] = "per-hit",
 ) -> None:
@@ -1041,7 +1041,12 @@ ApiKeyOption = Annotated[
 ]
 JwtOption = Annotated[str | None, typer.Option(help="Accept HS256 bearer tokens signed so.")]
 CorsOption = Annotated[list[str] | None, typer.Option("--cors", help="Allowed CORS origin.")]
-RateOption = Annotated[int, typer.Option(min=1, help="Requests per minute per key or client.")]
+RateOption = Annotated[
+    int,
+    typer.Option(
+        min=1, help="Requests per minute per key or client (the gateway's, and the entry's)."
+    ),
+]
 
 
 @app.command()
@@ -1084,30 +1089,37 @@ def serve(
     """Start the embedded Triton (CPU, local flavour) with both public models, and the REST
     gateway beside it; a crashed Triton is restarted (up to 5 times in a row, with backoff);
     Ctrl-C, SIGTERM or SIGHUP stops both (exit status 128 + signal)."""
+    import tempfile
+
     from recoserve.client.sync import is_loopback
     from recoserve.export.repository import build_repository, repository_is_current
+    from recoserve.server.envoy import EntryPolicy, authenticated_entry
     from recoserve.server.triton import (
         Ports,
         TritonError,
         TritonServer,
         Watchdog,
+        free_ports,
         port_is_free,
         public_models_only,
     )
 
-    # Nothing reachable from another machine without a credential: Triton checks the API key
-    # itself; with only a JWT secret (which Triton cannot check) it stays on this machine and
-    # the gateway is the way in.
+    # Nothing reachable from another machine without a credential. Triton always listens on
+    # loopback; with an API key, other machines reach it through the authenticated entry
+    # (Envoy on --host, at the ports given); with only a JWT secret (which the entry does not
+    # check) the gateway is the way in.
     exposed = not is_loopback(host)
     if exposed and not api_key and not jwt_secret:
         raise _fail(
-            f"serving {host} needs a credential: --api-key (checked by Triton and the gateway) "
-            "or --jwt-secret (the gateway only; Triton then stays on 127.0.0.1)"
+            f"serving {host} needs a credential: --api-key (checked by the entry in front of "
+            "Triton and by the gateway) or --jwt-secret (the gateway only; Triton then stays "
+            "on 127.0.0.1)"
         )
-    triton_host = host if not exposed or api_key else "127.0.0.1"
-    triton_key = api_key[0] if exposed and api_key else None
-    if gateway_port and not port_is_free(gateway_port, host):
-        raise _fail(f"the gateway port {gateway_port} is taken; choose another with --gateway-port")
+    entry = exposed and bool(api_key)
+    for name, port in (("gateway", gateway_port), ("grpc", grpc_port), ("http", http_port)):
+        where = host if name == "gateway" or entry else "127.0.0.1"
+        if port and not port_is_free(port, where):
+            raise _fail(f"the {name} port {port} is taken; choose another with --{name}-port")
     if not repository_is_current(repository, "local", clustering_checkpoint, mlpf_checkpoint):
         console.print(f"exporting the model repository to {repository} ...")
         try:
@@ -1119,12 +1131,13 @@ def serve(
             )
         except (FileNotFoundError, RuntimeError) as err:
             raise _fail(str(err)) from None
+    # Behind the entry Triton takes free loopback ports; the ports asked for are the entry's.
+    internal = free_ports(2) if entry else [http_port, grpc_port]
+    triton_ports = Ports(internal[0], internal[1], metrics_port)
     server = TritonServer(
         repository,
-        Ports(http_port, grpc_port, metrics_port),
-        host=triton_host,
+        triton_ports,
         extra_args=() if building_blocks else public_models_only(),
-        api_key=triton_key,
         metrics_host=metrics_host,
     )
     watchdog = Watchdog(
@@ -1133,19 +1146,31 @@ def serve(
         on_give_up=lambda: os.kill(os.getpid(), signal.SIGTERM),
     )
     try:
-        with _stopped_by_signals():
+        with _stopped_by_signals(), contextlib.ExitStack() as stack:
             try:
                 server.launch()
                 console.print(f"starting Triton (log: {server.log_path}) ...")
                 server.wait_ready(timeout)
-            except TritonError as err:
+                if entry:
+                    workdir = Path(tempfile.mkdtemp(prefix="recoserve-entry-"))
+                    policy = EntryPolicy(
+                        api_keys={k: f"key-{i + 1}" for i, k in enumerate(api_key or [])},
+                        requests_per_minute=rate_limit,
+                        burst=max(10, rate_limit // 4),
+                    )
+                    stack.enter_context(
+                        authenticated_entry([server], policy, workdir, host, grpc_port, http_port)
+                    )
+            except (TritonError, RuntimeError, FileNotFoundError) as err:
                 raise _fail(str(err)) from None
             table = Table(title="recoserve is serving (Ctrl-C to stop)")
             table.add_column("endpoint")
             table.add_column("address")
-            checked = " (x-api-key checked)" if triton_key else ""
-            table.add_row("Triton gRPC", f"{triton_host}:{grpc_port}{checked}")
-            table.add_row("Triton HTTP", f"http://{triton_host}:{http_port}{checked}")
+            checked = " (x-api-key checked by the entry)" if entry else ""
+            table.add_row("Triton gRPC", f"{host if entry else '127.0.0.1'}:{grpc_port}{checked}")
+            table.add_row(
+                "Triton HTTP", f"http://{host if entry else '127.0.0.1'}:{http_port}{checked}"
+            )
             table.add_row(
                 "Prometheus metrics", f"http://{server.metrics_address}:{metrics_port}/metrics"
             )
@@ -1156,7 +1181,7 @@ def serve(
             Console().print(table)
             watchdog.start()  # a crashed Triton is restarted (bounded, with backoff)
             _serve_until_stopped(
-                gateway_port, grpc_port, host, api_key, jwt_secret, cors, rate_limit, triton_key
+                gateway_port, triton_ports.grpc, host, api_key, jwt_secret, cors, rate_limit
             )
     finally:
         console.print("stopping ...")
@@ -1173,7 +1198,6 @@ def _serve_until_stopped(
     jwt_secret: str | None,
     cors: list[str] | None,
     rate_limit: int,
-    triton_key: str | None,
 ) -> None:
     """Run the gateway in front of Triton (or just wait) until a stop signal; the watchdog
     restarts a crashed Triton meanwhile, and signals this process if it gives up."""
@@ -1181,7 +1205,7 @@ def _serve_until_stopped(
         from recoserve.server.gateway import serve_gateway
 
         settings = _gateway_settings(
-            [f"127.0.0.1:{grpc_port}"], api_key, jwt_secret, cors, rate_limit, triton_key
+            [f"127.0.0.1:{grpc_port}"], api_key, jwt_secret, cors, rate_limit
         )
         # uvicorn handles SIGINT and SIGTERM itself (a graceful shutdown), then raises the
         # signal again, which our handlers turn into the exit above.

@@ -217,8 +217,10 @@ def checked_parameters(
 
 
 def _needs_credential(error: Exception) -> bool:
-    # Triton answers UNAVAILABLE to a request that lacks the key its restricted APIs expect.
-    return "protocol is restricted" in str(error)
+    # Triton answers UNAVAILABLE to a request that lacks the key its restricted APIs expect;
+    # the authenticated entry (Envoy) answers UNAUTHENTICATED.
+    status = getattr(error, "status", lambda: None)()
+    return status == "StatusCode.UNAUTHENTICATED" or "protocol is restricted" in str(error)
 
 
 def is_transient(error: Exception) -> bool:

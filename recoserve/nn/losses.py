@@ -47,6 +47,9 @@ class OCWeights:
 # The loss variants `recoserve train clustering --loss` offers (docs/clustering.md, "Loss").
 LOSSES: dict[str, OCWeights] = {
     "per-hit": OCWeights(),
+    # Per-hit potentials, and the beta term of soft objects weighted down (floor 0.3 below
+    # ~1.8 GeV, full weight from 20 GeV): condensation points of hard showers count most.
+    "per-hit-beta-energy": OCWeights(beta_energy_scale=20.0, beta_energy_floor=0.3),
     "per-object": OCWeights(
         per_object=True, repulsion=2.0, beta_energy_scale=20.0, beta_energy_floor=0.3
     ),
