@@ -1085,6 +1085,14 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    max_in_flight: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="With --host serving other machines: requests the entry lets through to "
+            "Triton at once; beyond it they are refused at once (UNAVAILABLE, retry-after).",
+        ),
+    ] = 16,
 ) -> None:
     """Start the embedded Triton (CPU, local flavour) with both public models, and the REST
     gateway beside it; a crashed Triton is restarted (up to 5 times in a row, with backoff);
@@ -1157,6 +1165,7 @@ def serve(
                         api_keys={k: f"key-{i + 1}" for i, k in enumerate(api_key or [])},
                         requests_per_minute=rate_limit,
                         burst=max(10, rate_limit // 4),
+                        max_in_flight=max_in_flight,
                     )
                     stack.enter_context(
                         authenticated_entry([server], policy, workdir, host, grpc_port, http_port)

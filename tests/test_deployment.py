@@ -6,18 +6,33 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import json
+import os
 import re
+import signal
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
+import numpy as np
 import pytest
 import yaml
 
 from recoserve.client import AsyncRecoClient, RecoClient
 from recoserve.server import gateway as gateway_module
-from recoserve.server.envoy import envoy_config, scale_out
+from recoserve.server.envoy import (
+    COMPOSE_ENTRY,
+    KUBERNETES_CONFIGMAP,
+    EntryPolicy,
+    authenticated_entry,
+    compose_entry_config,
+    envoy_binary,
+    kubernetes_entry_config,
+    scale_out,
+)
+from recoserve.server.triton import public_models_only, start_triton
 from recoserve.sim.classes import pf_event
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,7 +75,11 @@ def test_compose_gpu_shm_ports_and_healthchecks(compose: dict[str, Any]) -> None
     devices = triton["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
     assert triton["shm_size"].endswith("gb") and float(triton["shm_size"][:-2]) >= 1
-    assert {"8000:8000", "8001:8001", "8002:8002"} <= set(triton["ports"])
+    assert "ports" not in triton  # only the entry is published
+    entry = compose["services"]["entry"]
+    assert set(entry["ports"]) == {"8000:8000", "8001:8001"}
+    assert entry["depends_on"]["triton"]["condition"] == "service_healthy"
+    assert "8002:8002" not in compose["services"]["triton-cpu"]["ports"]
     assert "localhost:8000/v2/health/ready" in " ".join(triton["healthcheck"]["test"])
     gateway = compose["services"]["gateway"]
     assert "8080:8080" in gateway["ports"]
@@ -165,17 +184,47 @@ def test_kubernetes_objects_refer_to_each_other() -> None:
     assert gateway_args[gateway_args.index("--triton") + 1] == "envoy:8001"
 
 
-def test_envoy_configmap_is_generated_from_the_code() -> None:
-    configmap = yaml.safe_load((K8S / "envoy-config.yaml").read_text())
+def test_the_deployed_entries_are_generated_from_the_code() -> None:
+    configmap = yaml.safe_load((ROOT / KUBERNETES_CONFIGMAP).read_text())
     deployed = yaml.safe_load(configmap["data"]["envoy.yaml"])
-    expected = envoy_config(
-        [("triton-headless.recoserve.svc.cluster.local", 8001)], 9001, 9901, dns=True
-    )
-    expected["admin"]["address"]["socket_address"]["address"] = "0.0.0.0"
-    assert deployed == expected
+    assert deployed == kubernetes_entry_config()
     cluster = deployed["static_resources"]["clusters"][0]
     assert cluster["lb_policy"] == "LEAST_REQUEST" and cluster["type"] == "STRICT_DNS"
     assert "grpc_health_check" in cluster["health_checks"][0]
+    assert "circuit_breakers" in cluster  # bounded in flight
+    assert yaml.safe_load((ROOT / COMPOSE_ENTRY).read_text()) == compose_entry_config()
+
+
+def test_the_deployed_entries_run_on_the_tested_envoy(compose: dict[str, Any]) -> None:
+    """The configurations are validated by the envoy binary the tests use, and the images run
+    that same version."""
+    version = subprocess.run(
+        [envoy_binary(), "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    release = re.search(r"/(\d+\.\d+\.\d+)/", version)
+    assert release is not None, version
+    k8s = yaml.safe_load_all((ROOT / "docker/k8s/envoy.yaml").read_text())
+    images = [
+        c["image"]
+        for d in k8s
+        if d and d["kind"] == "Deployment"
+        for c in d["spec"]["template"]["spec"]["containers"]
+    ]
+    images.append(compose["services"]["entry"]["image"])
+    assert images and all(i == f"envoyproxy/envoy:v{release.group(1)}" for i in images), images
+    configmap = yaml.safe_load((ROOT / KUBERNETES_CONFIGMAP).read_text())
+    with tempfile.TemporaryDirectory() as workdir:
+        for name, text in (
+            ("k8s.yaml", configmap["data"]["envoy.yaml"]),
+            ("compose.yaml", (ROOT / COMPOSE_ENTRY).read_text()),
+        ):
+            path = Path(workdir) / name
+            path.write_text(text)
+            done = subprocess.run(
+                [envoy_binary(), "--mode", "validate", "-c", str(path)],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
 
 def test_local_scale_out_survives_losing_a_replica(repository: Path, tmp_path: Path) -> None:
@@ -203,6 +252,50 @@ def test_local_scale_out_survives_losing_a_replica(repository: Path, tmp_path: P
                 break
             time.sleep(0.2)
         assert envoy.healthy_upstreams() == 1
+
+
+def test_a_stalled_replica_behind_the_entry_loses_no_event(
+    repository: Path, tmp_path: Path
+) -> None:
+    """One of two replicas stops answering mid-stream (SIGSTOP: its connections stay open and
+    nothing comes back, as over a stalled network). The entry's per-try timeout sends its
+    requests to the other replica and its health check ejects it: every event is answered
+    exactly once, with the same answer as from a healthy replica."""
+    events = [pf_event(943, i) for i in range(16)]
+    key = "k-stall-0123456789"
+    policy = EntryPolicy(api_keys={key: "test"}, per_try_timeout_s=3.0)
+    with (
+        start_triton(repository, log_path=tmp_path / "a.log", extra_args=public_models_only()) as a,
+        start_triton(repository, log_path=tmp_path / "b.log", extra_args=public_models_only()) as b,
+        authenticated_entry([a, b], policy, tmp_path) as entry,
+    ):
+        assert entry.healthy_upstreams() == 4  # two replicas, gRPC and HTTP
+        assert b.process is not None
+
+        async def run() -> list[Any]:
+            outcomes = []
+            async with AsyncRecoClient(entry.url, timeout=60, api_key=key) as client:
+                async for outcome in client.reconstruct_many(events, in_flight=4):
+                    outcomes.append(outcome)
+                    if len(outcomes) == 4:
+                        os.kill(b.process.pid, signal.SIGSTOP)  # type: ignore[union-attr]
+            return outcomes
+
+        try:
+            outcomes = asyncio.run(run())
+            for _ in range(50):
+                if entry.healthy_upstreams("triton") == 1:
+                    break
+                time.sleep(0.2)
+            assert entry.healthy_upstreams("triton") == 1  # the stalled replica is out
+        finally:
+            os.kill(b.process.pid, signal.SIGCONT)
+        assert [o.error for o in outcomes if o.error] == []
+        assert sorted(o.index for o in outcomes) == list(range(len(events)))
+        with RecoClient(a.grpc_url, shared_memory="never") as direct:
+            for outcome in outcomes:
+                expected = direct.reconstruct(events[outcome.index])
+                np.testing.assert_array_equal(outcome.result.hit_cluster, expected.hit_cluster)
 
 
 def test_shared_memory_through_a_load_balancer_falls_back_to_grpc(
