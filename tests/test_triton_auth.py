@@ -9,7 +9,6 @@ import asyncio
 import concurrent.futures
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -316,7 +315,8 @@ def test_the_entry_refuses_excess_requests_at_once(server: TritonServer, tmp_pat
 
 def test_serve_on_a_public_address_puts_triton_behind_the_entry(repository: Path) -> None:
     """`serve --host 0.0.0.0 --api-key`: the ports asked for are Envoy's, Triton listens on
-    loopback only, and Ctrl-C stops all of it. (Traffic goes to 127.0.0.1 only.)"""
+    loopback only; when `serve` is killed outright (no cleanup runs), Triton, its stubs and
+    Envoy end with it. (Traffic goes to 127.0.0.1 only.)"""
     http_port, grpc_port, metrics_port = free_ports(3)
     environment = {**os.environ, "RECOSERVE_API_KEY": KEY}
     process = subprocess.Popen(
@@ -348,10 +348,22 @@ def test_serve_on_a_public_address_puts_triton_behind_the_entry(repository: Path
             if c.status == psutil.CONN_LISTEN
         }
         assert {("0.0.0.0", http_port), ("0.0.0.0", grpc_port)} <= envoy_ports
+        stubs = [p for t in tritons for p in t.children(recursive=True)]
+        assert stubs  # the Python-backend stubs
     finally:
-        process.send_signal(signal.SIGINT)
+        process.kill()
         process.wait(60)
-    assert not [p for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    deadline = time.monotonic() + 60
+    while [p for p in children if _alive(p)] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not [p.name() for p in children if _alive(p)]
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _entry_status(envoy: Envoy) -> int:

@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from recoserve.contract import API_KEY_HEADER, GRPC_API_KEY_METADATA
+from recoserve.server.processes import ends_with_parent
 from recoserve.server.triton import TritonServer, free_ports, public_models_only, start_triton
 
 # What the entry lets other machines reach on Triton, on gRPC (exact methods) and HTTP (path
@@ -460,6 +461,7 @@ def start_envoy(config: dict[str, Any], port: int, workdir: Path) -> Envoy:
         [envoy_binary(), "-c", str(path), "--log-level", "error", "--base-id", str(port)],
         stdout=log,
         stderr=subprocess.STDOUT,
+        preexec_fn=ends_with_parent(),
     )
     envoy = Envoy(process, port, admin_port)
     deadline = time.monotonic() + 60

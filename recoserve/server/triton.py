@@ -27,6 +27,7 @@ from pathlib import Path
 
 from recoserve.client.sync import is_loopback
 from recoserve.contract import API_KEY_HEADER
+from recoserve.server.processes import ends_with_parent
 
 
 class TritonError(RuntimeError):
@@ -214,6 +215,7 @@ class TritonServer:
                 stderr=subprocess.STDOUT,
                 env=triton_environment(),
                 start_new_session=True,
+                preexec_fn=ends_with_parent(),
             )
 
     def is_ready(self) -> bool:
