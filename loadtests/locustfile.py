@@ -24,7 +24,9 @@ for e in EVENTS:
     buffer = io.BytesIO()
     np.savez(buffer, hits=e.hits.features(), tracks=e.tracks.features())
     NPZ_BODIES.append(buffer.getvalue())
-HEADERS = {"x-api-key": os.environ["LOADTEST_API_KEY"]} if "LOADTEST_API_KEY" in os.environ else {}
+# The credential of a gateway started with --api-key, from the same variable the CLI reads.
+_KEY = os.environ.get("RECOSERVE_API_KEY")
+HEADERS = {"x-api-key": _KEY} if _KEY else {}
 
 
 class GatewayUser(HttpUser):
