@@ -915,6 +915,15 @@ def reconstruct(
             show_default=False,
         ),
     ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="RECOSERVE_TOKEN",
+            help="Bearer token (HS256 JWT) for a server that accepts them (serve --jwt-secret); "
+            "better given in the RECOSERVE_TOKEN environment variable.",
+            show_default=False,
+        ),
+    ] = None,
     ssl: Annotated[bool, typer.Option(help="TLS to the servers.")] = False,
     root_certificates: Annotated[
         Path | None, typer.Option(help="CA certificates (PEM) that sign the servers' TLS.")
@@ -944,6 +953,7 @@ def reconstruct(
             compression=compression,
             model_version=model_version,
             api_key=api_key,
+            token=token,
             ssl=ssl,
             root_certificates=root_certificates,
             private_key=private_key,
@@ -1039,7 +1049,13 @@ ApiKeyOption = Annotated[
         show_default=False,
     ),
 ]
-JwtOption = Annotated[str | None, typer.Option(help="Accept HS256 bearer tokens signed so.")]
+JwtOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Accept HS256 bearer tokens (with an expiry) signed with this secret: the gateway "
+        "does, and the entry in front of Triton when --host serves other machines."
+    ),
+]
 CorsOption = Annotated[list[str] | None, typer.Option("--cors", help="Allowed CORS origin.")]
 RateOption = Annotated[
     int,
@@ -1113,17 +1129,15 @@ def serve(
     )
 
     # Nothing reachable from another machine without a credential. Triton always listens on
-    # loopback; with an API key, other machines reach it through the authenticated entry
-    # (Envoy on --host, at the ports given); with only a JWT secret (which the entry does not
-    # check) the gateway is the way in.
+    # loopback; other machines reach it through the authenticated entry (Envoy on --host, at
+    # the ports given), which checks the API keys and bearer tokens.
     exposed = not is_loopback(host)
     if exposed and not api_key and not jwt_secret:
         raise _fail(
-            f"serving {host} needs a credential: --api-key (checked by the entry in front of "
-            "Triton and by the gateway) or --jwt-secret (the gateway only; Triton then stays "
-            "on 127.0.0.1)"
+            f"serving {host} needs a credential: --api-key and/or --jwt-secret (checked by the "
+            "entry in front of Triton and by the gateway)"
         )
-    entry = exposed and bool(api_key)
+    entry = exposed
     for name, port in (("gateway", gateway_port), ("grpc", grpc_port), ("http", http_port)):
         where = host if name == "gateway" or entry else "127.0.0.1"
         if port and not port_is_free(port, where):
@@ -1163,6 +1177,7 @@ def serve(
                     workdir = Path(tempfile.mkdtemp(prefix="recoserve-entry-"))
                     policy = EntryPolicy(
                         api_keys={k: f"key-{i + 1}" for i, k in enumerate(api_key or [])},
+                        jwt_secret=jwt_secret,
                         requests_per_minute=rate_limit,
                         burst=max(10, rate_limit // 4),
                         max_in_flight=max_in_flight,
@@ -1175,7 +1190,7 @@ def serve(
             table = Table(title="recoserve is serving (Ctrl-C to stop)")
             table.add_column("endpoint")
             table.add_column("address")
-            checked = " (x-api-key checked by the entry)" if entry else ""
+            checked = " (credentials checked by the entry)" if entry else ""
             table.add_row("Triton gRPC", f"{host if entry else '127.0.0.1'}:{grpc_port}{checked}")
             table.add_row(
                 "Triton HTTP", f"http://{host if entry else '127.0.0.1'}:{http_port}{checked}"

@@ -17,6 +17,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import jwt
 import numpy as np
 import psutil
 import pytest
@@ -25,7 +26,7 @@ from tritonclient.utils import InferenceServerException
 
 from recoserve.client import AsyncRecoClient, CredentialError, RecoClient
 from recoserve.contract import API_KEY_HEADER, GRPC_API_KEY_METADATA
-from recoserve.server.envoy import EntryPolicy, Envoy, authenticated_entry
+from recoserve.server.envoy import CLIENT_HEADER, EntryPolicy, Envoy, authenticated_entry
 from recoserve.server.triton import TritonError, TritonServer, free_ports, start_triton
 from recoserve.sim.classes import pf_event
 
@@ -123,21 +124,31 @@ def test_admin_apis_are_closed_even_with_the_key(checked: TritonServer) -> None:
 # 127.0.0.1, and the checks are the same.
 
 ALICE, BOB = "k-alice-0123456789", "k-bob-9876543210"
+SECRET = "entry-test-secret-0123456789abcdef"
+
+
+def _token(secret: str = SECRET, expires_in: float | None = 300.0, subject: str = "carol") -> str:
+    claims: dict[str, object] = {"sub": subject}
+    if expires_in is not None:
+        claims["exp"] = int(time.time() + expires_in)
+    return jwt.encode(claims, secret, algorithm="HS256")
 
 
 @pytest.fixture(scope="module")
 def entry(server: TritonServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Envoy]:
-    policy = EntryPolicy(api_keys={ALICE: "alice", BOB: "bob"})
+    policy = EntryPolicy(api_keys={ALICE: "alice", BOB: "bob"}, jwt_secret=SECRET)
     with authenticated_entry([server], policy, tmp_path_factory.mktemp("entry")) as envoy:
         yield envoy
 
 
 def _entry_http(
-    envoy: Envoy, path: str, method: str = "GET", key: str | None = None
+    envoy: Envoy, path: str, method: str = "GET", key: str | None = None, token: str | None = None
 ) -> tuple[int, dict[str, str], bytes]:
     request = urllib.request.Request(f"http://{envoy.http_url}{path}", method=method)
     if key is not None:
         request.add_header(API_KEY_HEADER, key)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return int(response.status), dict(response.headers), response.read()
@@ -171,6 +182,43 @@ def test_the_entry_answers_only_clients_with_a_key(entry: Envoy, server: TritonS
         assert answer.candidates["pdg"].tolist() == reference.candidates["pdg"].tolist()
         status, _, body = _entry_http(entry, "/v2/models/event_reco", key=api_key)
         assert status == 200 and b"event_reco" in body
+
+
+def test_the_entry_accepts_valid_bearer_tokens_only(entry: Envoy, server: TritonServer) -> None:
+    event = pf_event(81, 0)
+    refused = {
+        "expired": _token(expires_in=-120),
+        "signed with another secret": _token(secret="another-secret-0123456789abcdef"),
+        "without an expiry": _token(expires_in=None),
+        "not a token": "not.a.token",
+    }
+    for name, token in refused.items():
+        assert _entry_http(entry, "/v2/models/event_reco", token=token)[0] == 401, name
+        with (
+            RecoClient(entry.url, token=token, retries=3, shared_memory="never") as client,
+            pytest.raises(CredentialError, match="expired"),
+        ):
+            client.reconstruct(event)
+    # A bad token is refused even next to a good key: what is sent must all be valid.
+    assert (
+        _entry_http(entry, "/v2/models/event_reco", key=ALICE, token=refused["expired"])[0] == 401
+    )
+    token = _token()
+    assert _entry_http(entry, "/v2/models/event_reco", token=token)[0] == 200
+    with RecoClient(entry.url, token=token, shared_memory="never") as client:
+        answer = client.reconstruct(event)
+    with RecoClient(server.grpc_url) as direct:
+        reference = direct.reconstruct(event)
+    np.testing.assert_array_equal(answer.hit_cluster, reference.hit_cluster)
+
+
+def test_a_client_cannot_name_itself_to_the_entry(entry: Envoy) -> None:
+    """The client name the limits use comes from the credential, never from the request."""
+    request = urllib.request.Request(f"http://{entry.http_url}/v2/models/event_reco")
+    request.add_header(CLIENT_HEADER, "alice")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 401
 
 
 def test_the_entry_opens_health_and_closes_admin_routes(entry: Envoy) -> None:

@@ -81,11 +81,12 @@ class AsyncRecoClient:
         expected_checkpoints: dict[str, str] | None = None,
         model_version: str | int = "",
         api_key: str | None = None,
+        token: str | None = None,
     ) -> None:
         urls, options = connection_options(
             servers, compression, ssl, root_certificates, private_key, certificate_chain
         )
-        headers = credential_headers(api_key)
+        headers = credential_headers(api_key, token)
         self.servers = [_AsyncServer(u, options, str(model_version), headers) for u in urls]
         self.timeout = timeout
         self.retries = retries

@@ -87,9 +87,10 @@ def final_error(model: str, url: str, error: Exception) -> RecoError:
     """The typed error of a failure that is not retried, chosen by the gRPC status code."""
     if _needs_credential(error):
         return CredentialError(
-            f"{model} on {url}: the server wants a credential (x-api-key) that this client did "
-            "not send or that is wrong: RecoClient(api_key=...), or `recoserve reconstruct "
-            "--api-key` / RECOSERVE_API_KEY"
+            f"{model} on {url}: the server wants a credential (x-api-key or a bearer token) "
+            "that this client did not send, or that is wrong or expired: RecoClient(api_key=...) "
+            "or RecoClient(token=...), or `recoserve reconstruct --api-key / --token` "
+            "(RECOSERVE_API_KEY / RECOSERVE_TOKEN)"
         )
     status = getattr(error, "status", lambda: None)()
     kind = RejectedInput if status == "StatusCode.INVALID_ARGUMENT" else RecoError
@@ -131,13 +132,18 @@ def _float32(table: np.ndarray) -> np.ndarray:
 Headers = dict[str, str] | None
 
 
-def credential_headers(api_key: str | None) -> Headers:
-    """The metadata that carries the credential on every RPC (None: send none)."""
-    if api_key is None:
-        return None
-    if not api_key or any(c.isspace() for c in api_key):
-        raise ValueError("api_key must be a non-empty string without whitespace")
-    return {GRPC_API_KEY_METADATA: api_key}
+def credential_headers(api_key: str | None, token: str | None = None) -> Headers:
+    """The metadata that carries the credentials on every RPC (None: send none): the API key
+    as Triton's restricted APIs and the entry read it, a token as a bearer token."""
+    headers = {}
+    for name, value in (("api_key", api_key), ("token", token)):
+        if value is not None and (not value or any(c.isspace() for c in value)):
+            raise ValueError(f"{name} must be a non-empty string without whitespace")
+    if api_key is not None:
+        headers[GRPC_API_KEY_METADATA] = api_key
+    if token is not None:
+        headers["authorization"] = f"Bearer {token}"
+    return headers or None
 
 
 def connection_options(
@@ -362,13 +368,14 @@ class RecoClient:
         expected_checkpoints: dict[str, str] | None = None,
         model_version: str | int = "",
         api_key: str | None = None,
+        token: str | None = None,
     ) -> None:
         if shared_memory not in ("never", "auto", "always"):
             raise ValueError("shared_memory must be 'never', 'auto' or 'always'")
         urls, options = connection_options(
             servers, compression, ssl, root_certificates, private_key, certificate_chain
         )
-        headers = credential_headers(api_key)
+        headers = credential_headers(api_key, token)
         self.servers = [_Server(u, options, str(model_version), headers) for u in urls]
         self.timeout = timeout
         self.retries = retries

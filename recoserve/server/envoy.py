@@ -16,7 +16,9 @@ resolved with STRICT_DNS):
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import math
 import subprocess
 import time
@@ -64,11 +66,13 @@ class EntryPolicy:
     """What the authenticated entry checks and limits.
 
     ``api_keys`` maps each accepted key to a client name (rate limits are per client; several
-    keys at once let a key be rotated without downtime). Without keys Envoy checks none itself
-    and the replicas must (Kubernetes: Triton's restricted APIs); the limits are then per
-    x-api-key value."""
+    keys at once let a key be rotated without downtime). ``jwt_secret`` also admits HS256
+    bearer tokens with an expiry (the client is then the token's subject). Without either,
+    Envoy checks no credential itself and the replicas must (Kubernetes: Triton's restricted
+    APIs); the limits are then per x-api-key value."""
 
     api_keys: dict[str, str] = field(default_factory=dict, repr=False)
+    jwt_secret: str | None = field(default=None, repr=False)
     requests_per_minute: int = 600  # per client, sustained (as the gateway's --rate-limit)
     burst: int = 150  # per client: requests it may send at once after a pause
     # Per replica; beyond it a request is refused at once (UNAVAILABLE / 503 with retry-after)
@@ -88,7 +92,8 @@ def _filter(name: str, kind: str, **fields: Any) -> dict[str, Any]:
 
 
 _DISABLED = _typed("envoy.config.route.v3.FilterConfig", disabled=True)
-_API_KEY_AUTH = "envoy.filters.http.api_key_auth"
+_JWT = "envoy.filters.http.jwt_authn"
+_CREDENTIAL = "envoy.filters.http.lua"
 _RATE_LIMIT = "envoy.filters.http.local_ratelimit"
 _RBAC = "envoy.filters.http.rbac"
 
@@ -149,7 +154,7 @@ def _entry_routes(
         max_dynamic_descriptors=10_000,
         response_headers_to_add=[{"header": {"key": "retry-after", "value": "1"}}],
     )
-    client_header = CLIENT_HEADER if policy.api_keys else key_header
+    client_header = CLIENT_HEADER if _checks_credentials(policy) else key_header
     limited = {
         **forward,
         "rate_limits": [
@@ -179,7 +184,7 @@ def _entry_routes(
         {
             "match": matcher(value),
             "route": forward,
-            "typed_per_filter_config": {_API_KEY_AUTH: _DISABLED},
+            "typed_per_filter_config": {_JWT: _DISABLED, _CREDENTIAL: _DISABLED},
         }
         for value in open_
     ]
@@ -207,17 +212,82 @@ def _entry_routes(
     return routes
 
 
+def _checks_credentials(policy: EntryPolicy) -> bool:
+    return bool(policy.api_keys) or policy.jwt_secret is not None
+
+
+def _lua_string(text: str) -> str:
+    """A Lua string literal of ``text`` (decimal escapes: nothing in it can end the literal)."""
+    return '"' + "".join(f"\\{b}" for b in text.encode()) + '"'
+
+
+def _credential_check(policy: EntryPolicy) -> str:
+    """Lua run on every request of a client route: a verified bearer token (its subject) or a
+    known API key (its client name) names the client upstream; anything else is a 401. The
+    client header is always overwritten, so a client cannot choose whose limit it uses."""
+    keys = ", ".join(
+        f"[{_lua_string(key)}] = {_lua_string(name)}" for key, name in policy.api_keys.items()
+    )
+    return f"""local clients = {{{keys}}}
+local key_headers = {{"{API_KEY_HEADER}", "{GRPC_API_KEY_METADATA}"}}
+function envoy_on_request(request)
+  local client = nil
+  local jwt = request:streamInfo():dynamicMetadata():get("{_JWT}")
+  if jwt ~= nil and jwt["token"] ~= nil then
+    client = "token:" .. tostring(jwt["token"]["sub"])
+  end
+  for _, header in ipairs(key_headers) do
+    local key = request:headers():get(header)
+    if client == nil and key ~= nil then client = clients[key] end
+  end
+  if client == nil then
+    request:respond({{[":status"] = "401", ["www-authenticate"] = "Bearer"}},
+      "missing or wrong credential: send x-api-key (or a bearer token, where accepted)")
+    return
+  end
+  request:headers():replace("{CLIENT_HEADER}", client)
+end
+"""
+
+
 def _entry_filters(policy: EntryPolicy) -> list[dict[str, Any]]:
-    """API-key check (when Envoy checks keys), per-route RBAC and rate limits, then routing."""
+    """Credential checks (where Envoy checks them), per-route RBAC and rate limits."""
     filters = []
-    if policy.api_keys:
+    if policy.jwt_secret is not None:
+        secret = base64.urlsafe_b64encode(policy.jwt_secret.encode()).decode().rstrip("=")
+        jwks = json.dumps({"keys": [{"kty": "oct", "alg": "HS256", "k": secret}]})
         filters.append(
             _filter(
-                _API_KEY_AUTH,
-                "envoy.extensions.filters.http.api_key_auth.v3.ApiKeyAuth",
-                credentials=[{"key": k, "client": c} for k, c in policy.api_keys.items()],
-                key_sources=[{"header": API_KEY_HEADER}, {"header": GRPC_API_KEY_METADATA}],
-                forwarding={"header": CLIENT_HEADER},
+                _JWT,
+                "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+                providers={
+                    "token": {
+                        "local_jwks": {"inline_string": jwks},
+                        "require_expiration": True,
+                        "clock_skew_seconds": 5,
+                        "payload_in_metadata": "token",
+                        "forward": False,
+                    }
+                },
+                # A token, when sent, must be valid; without one the API key decides.
+                rules=[
+                    {
+                        "match": {"prefix": "/"},
+                        "requires": {
+                            "requires_any": {
+                                "requirements": [{"provider_name": "token"}, {"allow_missing": {}}]
+                            }
+                        },
+                    }
+                ],
+            )
+        )
+    if _checks_credentials(policy):
+        filters.append(
+            _filter(
+                _CREDENTIAL,
+                "envoy.extensions.filters.http.lua.v3.Lua",
+                default_source_code={"inline_string": _credential_check(policy)},
             )
         )
     # Both are configured per route only; the listener-level instances do nothing by themselves.
