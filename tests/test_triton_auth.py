@@ -25,7 +25,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from recoserve.client import AsyncRecoClient, CredentialError, RecoClient
-from recoserve.contract import API_KEY_HEADER, GRPC_API_KEY_METADATA
+from recoserve.contract import API_KEY_HEADER, GRPC_API_KEY_METADATA, MAX_HITS
 from recoserve.server.envoy import CLIENT_HEADER, EntryPolicy, Envoy, authenticated_entry
 from recoserve.server.triton import TritonError, TritonServer, free_ports, start_triton
 from recoserve.sim.classes import pf_event
@@ -210,6 +210,24 @@ def test_the_entry_accepts_valid_bearer_tokens_only(entry: Envoy, server: Triton
     with RecoClient(server.grpc_url) as direct:
         reference = direct.reconstruct(event)
     np.testing.assert_array_equal(answer.hit_cluster, reference.hit_cluster)
+
+
+def test_an_oversize_event_through_the_entry_is_refused_by_name(entry: Envoy) -> None:
+    """A body beyond the contract's hit limit passes the entry (which bounds requests in flight,
+    not their size) and is refused by the model's check with INVALID_ARGUMENT naming the limit;
+    the entry and Triton keep serving."""
+    client = grpcclient.InferenceServerClient(entry.url)
+    try:
+        oversize = np.zeros((1, MAX_HITS + 1, 5), np.float32)
+        tensor = grpcclient.InferInput("HITS", list(oversize.shape), "FP32")
+        tensor.set_data_from_numpy(oversize)
+        with pytest.raises(InferenceServerException) as refused:
+            client.infer("hgcal_clustering", [tensor], headers={API_KEY_HEADER: ALICE})
+        assert refused.value.status() == "StatusCode.INVALID_ARGUMENT"
+        assert "more than the limit" in refused.value.message()
+        assert client.is_model_ready("hgcal_clustering")
+    finally:
+        client.close()
 
 
 def test_a_client_cannot_name_itself_to_the_entry(entry: Envoy) -> None:
