@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -274,7 +275,7 @@ def test_the_entry_opens_health_and_closes_admin_routes(entry: Envoy) -> None:
 
 
 def test_shared_memory_through_the_entry_only_from_this_machine(
-    entry: Envoy, server: TritonServer, tmp_path: Path
+    entry: Envoy, server: TritonServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     event = pf_event(79, 0)
     direct = grpcclient.InferenceServerClient(server.grpc_url)
@@ -294,8 +295,13 @@ def test_shared_memory_through_the_entry_only_from_this_machine(
             )
             assert status == "StatusCode.PERMISSION_DENIED"
             assert _entry_http(far, "/v2/systemsharedmemory/status", key=ALICE)[0] == 403
-            with RecoClient(far.url, api_key=ALICE, shared_memory="always") as remote:
+            with (
+                caplog.at_level(logging.WARNING, "recoserve.client"),
+                RecoClient(far.url, api_key=ALICE, shared_memory="always") as remote,
+            ):
                 answer = remote.reconstruct(event)
+            assert "shared memory unavailable" in caplog.text  # the client is told
+            assert "not exposed" in caplog.text  # and why
             with RecoClient(server.grpc_url, shared_memory="never") as reference:
                 expected = reference.reconstruct(event)
             np.testing.assert_array_equal(answer.hit_cluster, expected.hit_cluster)

@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
 import socket
 import threading
@@ -47,6 +48,8 @@ from recoserve.contract import (
     output_names,
 )
 from recoserve.events.model import Event
+
+_log = logging.getLogger("recoserve.client")
 
 TRANSIENT = frozenset(
     {
@@ -559,8 +562,15 @@ class RecoClient:
                         answer = self._call_shm(server, model, tensors, names)
                         server.state.answered()
                         return answer
-                    except _ShmUnavailable:
-                        server.shm_failed = True  # e.g. behind a load balancer: plain gRPC
+                    except _ShmUnavailable as refusal:
+                        # e.g. behind a load balancer, or an entry that allows shared memory
+                        # from the server's own machine only: plain gRPC from now on
+                        server.shm_failed = True
+                        _log.warning(
+                            "shared memory unavailable on %s (%s); using plain gRPC",
+                            server.url,
+                            str(refusal).strip()[:200],
+                        )
                 result = server.client.infer(
                     model,
                     self._inputs(tensors),

@@ -57,6 +57,7 @@ _MODEL = r"/v2/models/[^/]+(/versions/[^/]+)?"
 OPEN_HTTP_PATHS = (r"/v2/health/(live|ready)", _MODEL + "/ready")
 CLIENT_HTTP_PATHS = (r"/v2", _MODEL, _MODEL + r"/(config|stats|infer)", r"/v2/models/stats")
 LOCAL_HTTP_PATHS = (r"/v2/systemsharedmemory(/region/[^/]+)?/(status|register|unregister)",)
+NOT_EXPOSED = "not exposed to other machines by the recoserve entry"
 CLIENT_HEADER = "x-recoserve-client"  # the entry names the authenticated client upstream
 LOOPBACK = ("127.0.0.0/8", "::1/128")
 
@@ -205,7 +206,7 @@ def _entry_routes(
             "match": {"prefix": "/"},
             "direct_response": {
                 "status": 403,
-                "body": {"inline_string": "not exposed to other machines by the recoserve entry"},
+                "body": {"inline_string": NOT_EXPOSED},
             },
         }
     )
@@ -313,6 +314,12 @@ _LOCAL_REPLIES = {
                                 "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
         }
         for code in (429, 503)
+    ] + [
+        {   # the route table's refusals and the shared-memory RBAC's: one message
+            "filter": {"status_code_filter": {"comparison": {"op": "EQ", "value": {
+                "default_value": 403, "runtime_key": "entry.not_exposed"}}}},
+            "body": {"inline_string": NOT_EXPOSED},
+        }
     ]
 }  # fmt: skip
 
