@@ -507,6 +507,15 @@ def train_clustering_command(
     batch: Annotated[
         int, typer.Option(min=1, help="Endcaps per step (8 or more pays off on a GPU).")
     ] = 1,
+    crop_hits: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Crop training endcaps with more hits than this in eta-phi around a random "
+            "object (pileup and dense-gun endcaps otherwise take most of the CPU); 0: whole "
+            "endcaps. Validation always uses whole endcaps.",
+        ),
+    ] = 0,
     tune: Annotated[
         bool,
         typer.Option(
@@ -544,6 +553,7 @@ def train_clustering_command(
         init_from=str(init_from) if init_from else None,
         batch=batch,
         tune=tune,
+        crop_hits=crop_hits,
         weights=LOSSES[loss],
     )
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from recoserve.nn.losses import LOSSES, ObjectTargets, OCWeights, object_condens
 from recoserve.sim.particles import GunConfig
 from recoserve.sim.simulator import SimConfig, Simulator
 from recoserve.train.clustering import batch_loss
+from recoserve.train.crops import CropConfig, crop_item
 from recoserve.train.targets import event_targets
 
 
@@ -183,3 +185,30 @@ def test_an_intruder_weighs_by_its_own_object_when_asked() -> None:
     by_own = object_condensation_loss(outputs, targets, own)["repulsive"]
     assert float(by_ball) == pytest.approx(push / 2 / 2, rel=1e-4)  # / size 2, / 2 objects
     assert float(by_own) == pytest.approx(push / 200 / 2, rel=1e-4)  # / size 200, / 2 objects
+
+
+def test_a_crop_keeps_its_hits_objects_and_targets_consistent() -> None:
+    """Large endcaps are cropped to at most ``max_hits`` hits around an object; small ones are
+    left whole; objects are renumbered, and only objects cut by the crop lose their energy
+    target."""
+    hits, targets = event_targets(Simulator().event(9, 0))
+    config = CropConfig(max_hits=len(hits) // 3, radius=0.6)
+    net = GravNetOC(GravNetConfig(hidden=16, blocks=1))
+    assert crop_item((hits, targets), CropConfig(max_hits=len(hits)), random.Random(0))[0] is hits
+    for seed in range(4):
+        cropped, t = crop_item((hits, targets), config, random.Random(seed))
+        assert 0 < len(cropped) <= config.max_hits
+        assert {tuple(row) for row in cropped.tolist()} <= {tuple(row) for row in hits.tolist()}
+        ids = t.object_id[t.object_id >= 0]
+        assert sorted(torch.unique(ids).tolist()) == list(range(len(t.energy)))
+        for field in ("hit_energy", "energy_valid", "position", "time", "label"):
+            assert len(getattr(t, field)) == len(t.energy), field
+        in_crop = torch.zeros(len(t.energy), dtype=torch.float64)
+        in_crop.index_add_(0, ids, cropped[t.object_id >= 0, 3].double())
+        whole = in_crop >= config.kept_energy * t.hit_energy.double()
+        assert not bool((t.energy_valid & ~whole).any())  # a cut object has no energy target
+        assert bool(whole.any())  # the object the crop is centred on is (mostly) inside
+        outputs = net(cropped, torch.zeros(len(cropped), dtype=torch.int64))
+        assert torch.isfinite(object_condensation_loss(outputs, t)["total"])
+    again = crop_item((hits, targets), config, random.Random(2))[0]
+    assert torch.equal(again, crop_item((hits, targets), config, random.Random(2))[0])

@@ -39,6 +39,7 @@ from recoserve.nn.gravnet import GravNetConfig, GravNetOC
 from recoserve.nn.losses import ObjectTargets, OCWeights, object_condensation_loss
 from recoserve.postprocess.condensation import CondensationThresholds, condense
 from recoserve.sim.classes import EVENT_CLASSES, event_class
+from recoserve.train.crops import CropConfig, Item, crop_item
 from recoserve.train.loop import BestWeights, cosine_lr, optimise, update_running
 from recoserve.train.targets import event_targets
 
@@ -61,6 +62,7 @@ class ClusteringTrainConfig:
     init_from: str | None = None  # start from these weights (no optimiser state)
     batch: int = 1  # endcaps per step (one forward over segments): 8 or more pays off on a GPU
     tune: bool = True  # tune thresholds and log physics metrics (CPU work: off on a GPU box)
+    crop_hits: int = 0  # > 0: endcaps with more hits are cropped in eta-phi (train/crops.py)
     model: GravNetConfig = field(default_factory=GravNetConfig.current)
     weights: OCWeights = field(default_factory=OCWeights.current)
 
@@ -98,9 +100,6 @@ def class_events(data_dir: Path, name: str, split: str, n_events: int, workers: 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_events(path, events, {"class": name, "split": split})
     return events
-
-
-Item = tuple[torch.Tensor, ObjectTargets]
 
 
 def training_items(events: list[Event]) -> list[Item]:
@@ -285,6 +284,10 @@ def train_clustering(
     else:
         torch.manual_seed(config.seed)
         random.seed(config.seed)
+    crops = random.Random(config.seed)  # its own stream: runs without crops are unchanged
+    if saved and "crop_random" in saved:
+        crops.setstate(saved["crop_random"])
+    crop = CropConfig(config.crop_hits) if config.crop_hits > 0 else None
 
     def save_state() -> None:
         torch.save(
@@ -295,6 +298,7 @@ def train_clustering(
                 "best_state": best.state,
                 "python_random": random.getstate(),
                 "torch_random": torch.get_rng_state(),
+                "crop_random": crops.getstate(),
                 "progress": state,
                 "config": _config_dict(config),
             },
@@ -313,7 +317,8 @@ def train_clustering(
             if not state["order"]:
                 state["order"] = list(range(len(train_items)))
                 random.shuffle(state["order"])
-            batch.append(_to(train_items[state["order"].pop()], device))
+            item = train_items[state["order"].pop()]
+            batch.append(_to(crop_item(item, crop, crops) if crop else item, device))
         lr = cosine_lr(config.learning_rate, state["step"] / config.max_steps, 0.05)
         terms = batch_loss(model, batch, weights)
         optimise(model, optimizer, terms["total"], lr)

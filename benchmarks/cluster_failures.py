@@ -1,0 +1,158 @@
+"""Where a clustering loses: what its fake clusters are made of and what became of its missed
+showers, per event class, on validation events with thresholds tuned on them (no test events:
+these numbers steer design).
+
+For each checkpoint and class, the condensation thresholds are tuned on the validation events
+(the benchmark's ``tune_network``), then:
+
+- each fake cluster (> 10 GeV, matched to no shower) is named by what holds most of its hit
+  energy: ``background`` (pileup and noise hits), ``split`` (a shower that another cluster
+  matches: the fake is a fragment of it), ``partial`` (a shower that no cluster matches: the
+  fake holds a piece of it), or ``below truth`` (hits of a true object too soft to be one);
+- each missed shower (> 20 GeV, matched to no cluster) is named by where most of its hit energy
+  went: ``merged`` (into a cluster matched to another shower), ``split`` (over two or more
+  clusters none of which reaches the matching threshold), ``absorbed`` (mostly into one
+  cluster that matches nothing: merged with background), or ``unclustered`` (noise).
+
+Run: python benchmarks/cluster_failures.py [--checkpoint PATH ...] [--events 12]
+Writes docs/results/cluster_failures.json and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recoserve.events.truth import TruthObjects
+from recoserve.inprocess import ClusteringPipeline
+from recoserve.metrics.clustering_report import PreparedEvent, _condense, prepare, tune_network
+from recoserve.metrics.matching import match_showers
+from recoserve.nn.checkpoint import DEFAULT_CLUSTERING_CHECKPOINT
+from recoserve.postprocess.condensation import CondensationThresholds
+from recoserve.sim.classes import event_class
+
+ROOT = Path(__file__).resolve().parents[1]
+OUTPUT = ROOT / "docs" / "results" / "cluster_failures.json"
+FAKE_GEV, SHOWER_GEV = 10.0, 20.0
+
+
+def _largest(values: np.ndarray, weights: np.ndarray) -> tuple[int, float]:
+    """The value holding the largest share of the weights, and that share."""
+    uniques, inverse = np.unique(values, return_inverse=True)
+    sums = np.bincount(inverse, weights=weights)
+    best = int(np.argmax(sums))
+    return int(uniques[best]), float(sums[best] / max(sums.sum(), 1e-12))
+
+
+def failures(truth: TruthObjects, hit_energy: np.ndarray, hit_cluster: np.ndarray,
+             cluster_energy: np.ndarray) -> tuple[Counter[str], Counter[str]]:  # fmt: skip
+    """(fake clusters by origin, missed showers by fate) of one event."""
+    m = match_showers(hit_energy, truth.hit_object, hit_cluster, np.arange(len(truth)))
+    matched_truth = set(np.flatnonzero(m.truth_match >= 0).tolist())
+    matched_clusters = {int(m.pred_ids[p]) for p in m.truth_match[m.truth_match >= 0]}
+    fakes: Counter[str] = Counter()
+    for cluster in m.pred_ids[m.pred_match < 0]:
+        if cluster_energy[cluster] <= FAKE_GEV:
+            continue
+        hits = hit_cluster == cluster
+        owner, _ = _largest(truth.hit_object[hits], hit_energy[hits])
+        if owner < 0:
+            fakes["background"] += 1
+        elif owner in matched_truth:
+            fakes["split"] += 1
+        elif truth.energy[owner] > 1.0:
+            fakes["partial"] += 1
+        else:
+            fakes["below truth"] += 1
+    misses: Counter[str] = Counter()
+    for shower in np.flatnonzero((m.truth_match < 0) & (truth.energy > SHOWER_GEV)):
+        hits = truth.hit_object == shower
+        clusters, energies = hit_cluster[hits], hit_energy[hits]
+        where, share = _largest(clusters, energies)
+        if where < 0:
+            misses["unclustered"] += 1
+        elif where in matched_clusters:
+            misses["merged"] += 1
+        else:
+            pieces = np.bincount(clusters[clusters >= 0], weights=energies[clusters >= 0])
+            big = int((pieces > 0.2 * energies.sum()).sum())
+            misses["split" if big >= 2 or share < 0.5 else "absorbed"] += 1
+    return fakes, misses
+
+
+def study(checkpoint: Path, classes: list[str], n_events: int) -> dict[str, Any]:
+    pipeline = ClusteringPipeline(checkpoint)
+    result: dict[str, Any] = {}
+    for name in classes:
+        cls = event_class(name)
+        events = cls.events("validation", n_events, cls.simulator())
+        prepared: list[PreparedEvent] = prepare(events, pipeline, cls.config().readout)
+        tuned = tune_network(prepared)["thresholds"]
+        thresholds = CondensationThresholds(**tuned)
+        fakes: Counter[str] = Counter()
+        misses: Counter[str] = Counter()
+        showers = clusters = 0
+        for e in prepared:
+            assert e.network_outputs is not None
+            hit_cluster, energy = _condense(e.network_outputs, e.hit_energy, thresholds)
+            f, m = failures(e.truth, e.hit_energy, hit_cluster, energy)
+            fakes += f
+            misses += m
+            showers += int((e.truth.energy > SHOWER_GEV).sum())
+            clusters += int((energy > FAKE_GEV).sum())
+        result[name] = {
+            "thresholds": tuned,
+            "showers_over_20_gev": showers,
+            "clusters_over_10_gev": clusters,
+            "fakes": dict(fakes),
+            "misses": dict(misses),
+        }
+        print(checkpoint, name, json.dumps(result[name]))
+    return result
+
+
+def markdown(results: dict[str, dict[str, Any]]) -> str:
+    fake_kinds = ("background", "split", "partial", "below truth")
+    miss_kinds = ("merged", "split", "absorbed", "unclustered")
+    lines = [
+        "| checkpoint | class | clusters > 10 GeV | fakes: " + " / ".join(fake_kinds)
+        + " | showers > 20 GeV | misses: " + " / ".join(miss_kinds) + " |",
+        "|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for label, by_class in results.items():
+        for name, r in by_class.items():
+            fakes = " / ".join(str(r["fakes"].get(k, 0)) for k in fake_kinds)
+            misses = " / ".join(str(r["misses"].get(k, 0)) for k in miss_kinds)
+            lines.append(
+                f"| {label} | {name} | {r['clusters_over_10_gev']} | {fakes} | "
+                f"{r['showers_over_20_gev']} | {misses} |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, action="append")
+    parser.add_argument("--classes", default="gun,dense,jets,jets_pu140")
+    parser.add_argument("--events", type=int, default=12)
+    args = parser.parse_args()
+    checkpoints = args.checkpoint or [DEFAULT_CLUSTERING_CHECKPOINT]
+    results = {
+        str(c.relative_to(ROOT) if c.is_absolute() else c): study(
+            c, args.classes.split(","), args.events
+        )
+        for c in checkpoints
+    }
+    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
+    OUTPUT.write_text(json.dumps({**results, "command": "python benchmarks/cluster_failures.py"},
+                                 indent=1) + "\n")  # fmt: skip
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
