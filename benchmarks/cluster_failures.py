@@ -30,8 +30,17 @@ import numpy as np
 
 from recoserve.events.truth import TruthObjects
 from recoserve.inprocess import ClusteringPipeline
-from recoserve.metrics.clustering_report import PreparedEvent, _condense, prepare, tune_network
+from recoserve.metrics.clustering_report import (
+    Clustering,
+    PreparedEvent,
+    _condense,
+    _outputs,
+    _score_of,
+    prepare,
+    tune_network,
+)
 from recoserve.metrics.matching import match_showers
+from recoserve.metrics.showers import selection_score
 from recoserve.nn.checkpoint import DEFAULT_CLUSTERING_CHECKPOINT
 from recoserve.postprocess.condensation import CondensationThresholds
 from recoserve.sim.classes import event_class
@@ -94,6 +103,11 @@ def study(checkpoint: Path, classes: list[str], n_events: int) -> dict[str, Any]
         prepared: list[PreparedEvent] = prepare(events, pipeline, cls.config().readout)
         tuned = tune_network(prepared)["thresholds"]
         thresholds = CondensationThresholds(**tuned)
+
+        def clustering(e: PreparedEvent, t: CondensationThresholds = thresholds) -> Clustering:
+            return _condense(_outputs(e), e.hit_energy, t)
+
+        summary = _score_of(prepared, clustering)
         fakes: Counter[str] = Counter()
         misses: Counter[str] = Counter()
         showers = clusters = 0
@@ -107,6 +121,9 @@ def study(checkpoint: Path, classes: list[str], n_events: int) -> dict[str, Any]
             clusters += int((energy > FAKE_GEV).sum())
         result[name] = {
             "thresholds": tuned,
+            "efficiency_above_20GeV": summary["efficiency_above_20GeV"],
+            "fake_rate_above_10GeV": summary["fake_rate_above_10GeV"],
+            "selection_score": selection_score(summary),
             "showers_over_20_gev": showers,
             "clusters_over_10_gev": clusters,
             "fakes": dict(fakes),
@@ -120,16 +137,18 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
     fake_kinds = ("background", "split", "partial", "below truth")
     miss_kinds = ("merged", "split", "absorbed", "unclustered")
     lines = [
-        "| checkpoint | class | clusters > 10 GeV | fakes: " + " / ".join(fake_kinds)
-        + " | showers > 20 GeV | misses: " + " / ".join(miss_kinds) + " |",
-        "|---|---|---|---|---|---|",
+        "| checkpoint | class | eff. > 20 GeV / fake > 10 GeV | clusters > 10 GeV | fakes: "
+        + " / ".join(fake_kinds) + " | showers > 20 GeV | misses: " + " / ".join(miss_kinds)
+        + " |",
+        "|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for label, by_class in results.items():
         for name, r in by_class.items():
             fakes = " / ".join(str(r["fakes"].get(k, 0)) for k in fake_kinds)
             misses = " / ".join(str(r["misses"].get(k, 0)) for k in miss_kinds)
+            working = f"{r['efficiency_above_20GeV']:.2f} / {r['fake_rate_above_10GeV']:.2f}"
             lines.append(
-                f"| {label} | {name} | {r['clusters_over_10_gev']} | {fakes} | "
+                f"| {label} | {name} | {working} | {r['clusters_over_10_gev']} | {fakes} | "
                 f"{r['showers_over_20_gev']} | {misses} |"
             )
     return "\n".join(lines)
