@@ -29,6 +29,9 @@ FIRST_DESIGN = RUNS / "first-design" / "gravnet_oc"  # first design, per-hit los
 PER_OBJECT_RUN = RUNS / "per-object-run" / "gravnet_oc"  # current design, per-object loss (GPU)
 TRAINING = RUNS / "training" / "gravnet_oc"  # first design, per-hit loss, lr 2e-4, from served
 NEW_DESIGN = RUNS / "training-new-design" / "gravnet_oc"  # current design, per-hit loss
+# From `training` at step 4,500: the beta term weighted by energy; and crops of large endcaps.
+BETA_ENERGY = RUNS / "beta-energy" / "gravnet_oc"
+CROPS = RUNS / "crops" / "gravnet_oc"
 
 
 def load_history(base: Path) -> list[dict[str, Any]]:
@@ -51,19 +54,20 @@ def samples(record: dict[str, Any]) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
-        "--run", type=Path, action="append", help="run base path(s); default: both designs"
+        "--run", type=Path, action="append", help="run base path(s); default: every kept run"
     )
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "img" / "learning_curve.png")
     parser.add_argument(
         "--json", type=Path, default=ROOT / "docs" / "results" / "learning_curve.json"
     )
     args = parser.parse_args()
-    runs = args.run or [FIRST_DESIGN, PER_OBJECT_RUN, TRAINING, NEW_DESIGN]
+    kept = [FIRST_DESIGN, PER_OBJECT_RUN, TRAINING, NEW_DESIGN, BETA_ENERGY, CROPS]
+    runs = args.run or [r for r in kept if r.with_suffix(".state.pt").exists()]
     histories = {run.parent.name: load_history(run) for run in runs}
     mplhep.style.use("CMS")
     fig, (ax_loss, ax_eff, ax_fake) = plt.subplots(1, 3, figsize=(27, 8))
     for (label, history), marker in zip(
-        histories.items(), ("o-", "s--", "^-.", "d:"), strict=False
+        histories.items(), ("o-", "s--", "^-.", "d:", "v-", "P--"), strict=False
     ):
         x = [samples(r) for r in history]
         ax_loss.plot(x, [r["validation_loss"] for r in history], marker, label=label)
