@@ -15,7 +15,8 @@ For each checkpoint and class, the condensation thresholds are tuned on the vali
   cluster that matches nothing: merged with background), or ``unclustered`` (noise).
 
 Run: python benchmarks/cluster_failures.py [--checkpoint PATH ...] [--events 12]
-Writes docs/results/cluster_failures.json and prints a Markdown table.
+Adds to docs/results/cluster_failures.json (one entry per checkpoint) and prints a Markdown
+table.
 """
 
 from __future__ import annotations
@@ -167,9 +168,11 @@ def main() -> None:
         )
         for c in checkpoints
     }
+    # Results of other checkpoints measured earlier are kept: one file for the comparison.
+    earlier = json.loads(OUTPUT.read_text()) if OUTPUT.exists() else {}
     OUTPUT.parent.mkdir(parents=True, exist_ok=True)
-    OUTPUT.write_text(json.dumps({**results, "command": "python benchmarks/cluster_failures.py"},
-                                 indent=1) + "\n")  # fmt: skip
+    merged = {**earlier, **results, "command": "python benchmarks/cluster_failures.py"}
+    OUTPUT.write_text(json.dumps(merged, indent=1) + "\n")
     print(markdown(results))
 
 
