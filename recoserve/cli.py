@@ -1147,9 +1147,8 @@ def serve(
             f"serving {host} needs a credential: --api-key and/or --jwt-secret (checked by the "
             "entry in front of Triton and by the gateway)"
         )
-    entry = exposed
     for name, port in (("gateway", gateway_port), ("grpc", grpc_port), ("http", http_port)):
-        where = host if name == "gateway" or entry else "127.0.0.1"
+        where = host if name == "gateway" or exposed else "127.0.0.1"
         if port and not port_is_free(port, where):
             raise _fail(f"the {name} port {port} is taken; choose another with --{name}-port")
     if not repository_is_current(repository, "local", clustering_checkpoint, mlpf_checkpoint):
@@ -1164,7 +1163,7 @@ def serve(
         except (FileNotFoundError, RuntimeError) as err:
             raise _fail(str(err)) from None
     # Behind the entry Triton takes free loopback ports; the ports asked for are the entry's.
-    internal = free_ports(2) if entry else [http_port, grpc_port]
+    internal = free_ports(2) if exposed else [http_port, grpc_port]
     triton_ports = Ports(internal[0], internal[1], metrics_port)
     server = TritonServer(
         repository,
@@ -1183,8 +1182,11 @@ def serve(
                 server.launch()
                 console.print(f"starting Triton (log: {server.log_path}) ...")
                 server.wait_ready(timeout)
-                if entry:
-                    workdir = Path(tempfile.mkdtemp(prefix="recoserve-entry-"))
+                if exposed:
+                    # The entry's configuration holds the keys: gone when serve stops.
+                    workdir = Path(
+                        stack.enter_context(tempfile.TemporaryDirectory(prefix="recoserve-entry-"))
+                    )
                     policy = EntryPolicy(
                         api_keys={k: f"key-{i + 1}" for i, k in enumerate(api_key or [])},
                         jwt_secret=jwt_secret,
@@ -1200,11 +1202,10 @@ def serve(
             table = Table(title="recoserve is serving (Ctrl-C to stop)")
             table.add_column("endpoint")
             table.add_column("address")
-            checked = " (credentials checked by the entry)" if entry else ""
-            table.add_row("Triton gRPC", f"{host if entry else '127.0.0.1'}:{grpc_port}{checked}")
-            table.add_row(
-                "Triton HTTP", f"http://{host if entry else '127.0.0.1'}:{http_port}{checked}"
-            )
+            checked = " (credentials checked by the entry)" if exposed else ""
+            listen = host if exposed else "127.0.0.1"
+            table.add_row("Triton gRPC", f"{listen}:{grpc_port}{checked}")
+            table.add_row("Triton HTTP", f"http://{listen}:{http_port}{checked}")
             table.add_row(
                 "Prometheus metrics", f"http://{server.metrics_address}:{metrics_port}/metrics"
             )

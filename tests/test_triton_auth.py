@@ -385,12 +385,16 @@ def test_the_entry_refuses_excess_requests_at_once(server: TritonServer, tmp_pat
         assert _entry_http(bounded, "/v2/models/event_reco", key=ALICE)[0] == 200  # freed
 
 
-def test_serve_on_a_public_address_puts_triton_behind_the_entry(repository: Path) -> None:
+def test_serve_on_a_public_address_puts_triton_behind_the_entry(
+    repository: Path, tmp_path: Path
+) -> None:
     """`serve --host 0.0.0.0 --api-key`: the ports asked for are Envoy's, Triton listens on
     loopback only; when `serve` is killed outright (no cleanup runs), Triton, its stubs and
     Envoy end with it. (Traffic goes to 127.0.0.1 only.)"""
     http_port, grpc_port, metrics_port = free_ports(3)
-    environment = {**os.environ, "RECOSERVE_API_KEY": KEY}
+    # TMPDIR: the entry's configuration goes under this test's directory (a killed serve
+    # cannot remove it)
+    environment = {**os.environ, "RECOSERVE_API_KEY": KEY, "TMPDIR": str(tmp_path)}
     process = subprocess.Popen(
         [sys.executable, "-m", "recoserve.cli", "serve", "--host", "0.0.0.0",
          "--repository", str(repository), "--gateway-port", "0", "--http-port", str(http_port),
