@@ -71,17 +71,15 @@ def _infer_function(url: str, events: list[tuple[np.ndarray, np.ndarray]]) -> Ca
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
 
+    from recoserve.client.sync import infer_inputs
+
     local = threading.local()
 
     def infer(i: int) -> str:
         if not hasattr(local, "client"):
             local.client = grpcclient.InferenceServerClient(url)
         hits, tracks = events[i % len(events)]
-        inputs = []
-        for name, array in (("HITS", hits), ("TRACKS", tracks)):
-            tensor = grpcclient.InferInput(name, [1, *array.shape], "FP32")
-            tensor.set_data_from_numpy(array[None])
-            inputs.append(tensor)
+        inputs = infer_inputs({"HITS": hits, "TRACKS": tracks})
         try:
             local.client.infer("event_reco", inputs, headers={"x-api-key": KEY}, client_timeout=30)
             return "accepted"

@@ -26,7 +26,9 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from recoserve.client import AsyncRecoClient, CredentialError, RecoClient
+from recoserve.client.sync import infer_inputs
 from recoserve.contract import API_KEY_HEADER, GRPC_API_KEY_METADATA, MAX_HITS
+from recoserve.events.model import Event
 from recoserve.server.envoy import CLIENT_HEADER, EntryPolicy, Envoy, authenticated_entry
 from recoserve.server.triton import TritonError, TritonServer, free_ports, start_triton
 from recoserve.sim.classes import pf_event
@@ -53,6 +55,16 @@ def _http(server: TritonServer, path: str, method: str = "GET", key: str | None 
         return int(err.code)
 
 
+def _refused_without_the_key(url: str, event: Event) -> None:
+    """No key and a wrong key both give CredentialError at once (not retried)."""
+    for api_key in (None, "wrong-key"):
+        with (
+            RecoClient(url, api_key=api_key, retries=3) as client,
+            pytest.raises(CredentialError, match="credential"),
+        ):
+            client.reconstruct(event)
+
+
 def test_serving_other_machines_without_a_key_is_refused(repository: Path) -> None:
     server = TritonServer(repository, host="0.0.0.0")
     with pytest.raises(TritonError, match="--api-key"):
@@ -74,12 +86,7 @@ def test_serve_on_a_public_address_needs_a_credential(tmp_path: Path) -> None:
 
 def test_only_clients_with_the_key_get_answers(checked: TritonServer, server: TritonServer) -> None:
     event = pf_event(77, 0)
-    for api_key in (None, "wrong-key"):
-        with (
-            RecoClient(checked.grpc_url, api_key=api_key, retries=3) as client,
-            pytest.raises(CredentialError, match="credential"),
-        ):
-            client.reconstruct(event)
+    _refused_without_the_key(checked.grpc_url, event)
     with RecoClient(checked.grpc_url, api_key=KEY) as client:
         answer = client.reconstruct(event)  # shared memory is refused: plain gRPC instead
     with RecoClient(server.grpc_url) as reference_client:
@@ -167,12 +174,8 @@ def _grpc_status(call: Callable[[], object]) -> str:
 
 def test_the_entry_answers_only_clients_with_a_key(entry: Envoy, server: TritonServer) -> None:
     event = pf_event(78, 0)
+    _refused_without_the_key(entry.url, event)
     for api_key in (None, "wrong-key"):
-        with (
-            RecoClient(entry.url, api_key=api_key, retries=3) as client,
-            pytest.raises(CredentialError, match="credential"),
-        ):
-            client.reconstruct(event)
         assert _entry_http(entry, "/v2/models/event_reco", key=api_key)[0] == 401
     with RecoClient(server.grpc_url) as direct:
         reference = direct.reconstruct(event)
@@ -342,11 +345,7 @@ def test_the_entry_refuses_excess_requests_at_once(server: TritonServer, tmp_pat
 
         def one() -> str:
             client = grpcclient.InferenceServerClient(bounded.url)
-            inputs = []
-            for name, array in (("HITS", hits), ("TRACKS", tracks)):
-                tensor = grpcclient.InferInput(name, [1, *array.shape], "FP32")
-                tensor.set_data_from_numpy(array[None])
-                inputs.append(tensor)
+            inputs = infer_inputs({"HITS": hits, "TRACKS": tracks})
             try:
                 return _grpc_status(
                     lambda: client.infer("event_reco", inputs, headers={API_KEY_HEADER: ALICE})

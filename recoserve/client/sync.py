@@ -149,6 +149,17 @@ def credential_headers(api_key: str | None, token: str | None = None) -> Headers
     return headers or None
 
 
+def infer_inputs(tensors: dict[str, np.ndarray]) -> list[Any]:
+    """tritonclient gRPC inputs of one event: each float32 table as a batch of one."""
+    grpcclient = _grpc()
+    inputs = []
+    for name, array in tensors.items():
+        tensor = grpcclient.InferInput(name, [1, *array.shape], "FP32")
+        tensor.set_data_from_numpy(np.ascontiguousarray(array[None]))
+        inputs.append(tensor)
+    return inputs
+
+
 def connection_options(
     servers: str | list[str],
     compression: str | None,
@@ -526,13 +537,7 @@ class RecoClient:
         raise RecoError(f"no healthy server with {model}: {reasons}")
 
     def _inputs(self, tensors: dict[str, np.ndarray]) -> list[Any]:
-        grpcclient = _grpc()
-        inputs = []
-        for name, array in tensors.items():
-            tensor = grpcclient.InferInput(name, [1, *array.shape], "FP32")
-            tensor.set_data_from_numpy(np.ascontiguousarray(array[None]))
-            inputs.append(tensor)
-        return inputs
+        return infer_inputs(tensors)
 
     def _outputs(self, names: tuple[str, ...]) -> list[Any]:
         return [_grpc().InferRequestedOutput(n) for n in names]

@@ -114,7 +114,7 @@ def _bucket(tokens: int, per_minute: int) -> dict[str, Any]:
 
 
 def _forward(cluster: str, policy: EntryPolicy | None, retry_on: str) -> dict[str, Any]:
-    per_try = policy.per_try_timeout_s if policy else 120.0
+    per_try = (policy or EntryPolicy()).per_try_timeout_s
     return {
         "cluster": cluster,
         "timeout": "300s",
