@@ -14,9 +14,11 @@ For each checkpoint and class, the condensation thresholds are tuned on the vali
   clusters none of which reaches the matching threshold), ``absorbed`` (mostly into one
   cluster that matches nothing: merged with background), or ``unclustered`` (noise).
 
-Run: python benchmarks/cluster_failures.py [--checkpoint PATH ...] [--events 12]
-Adds to docs/results/cluster_failures.json (one entry per checkpoint) and prints a Markdown
-table.
+CLUE, tuned on the same validation events to the same score (``--clue``), is the reference row.
+
+Run: python benchmarks/cluster_failures.py [--checkpoint PATH ...] [--clue] [--events 12]
+Adds to docs/results/cluster_failures.json (one entry per checkpoint, and ``clue``; entries
+scored with an earlier ``selection_score`` are dropped) and prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from recoserve.baselines.clue import ClueCalibration, ClueParams, associate
 from recoserve.events.truth import TruthObjects
 from recoserve.inprocess import ClusteringPipeline
 from recoserve.metrics.clustering_report import (
@@ -38,10 +42,11 @@ from recoserve.metrics.clustering_report import (
     _outputs,
     _score_of,
     prepare,
+    tune_clue,
     tune_network,
 )
 from recoserve.metrics.matching import match_showers
-from recoserve.metrics.showers import selection_score
+from recoserve.metrics.showers import SCORE_VERSION, selection_score
 from recoserve.nn.checkpoint import DEFAULT_CLUSTERING_CHECKPOINT
 from recoserve.postprocess.condensation import CondensationThresholds
 from recoserve.sim.classes import event_class
@@ -95,43 +100,66 @@ def failures(truth: TruthObjects, hit_energy: np.ndarray, hit_cluster: np.ndarra
     return fakes, misses
 
 
-def study(checkpoint: Path, classes: list[str], n_events: int) -> dict[str, Any]:
-    pipeline = ClusteringPipeline(checkpoint)
-    result: dict[str, Any] = {}
+def study(checkpoint: Path | None, classes: list[str], n_events: int) -> dict[str, Any]:
+    """Per class: the working point tuned on validation events and what its failures are made
+    of; the network's of ``checkpoint``, or CLUE's 3D step when it is None."""
+    pipeline = ClusteringPipeline(checkpoint) if checkpoint is not None else None
+    result: dict[str, Any] = {"score": SCORE_VERSION}
     for name in classes:
         cls = event_class(name)
         events = cls.events("validation", n_events, cls.simulator())
         prepared: list[PreparedEvent] = prepare(events, pipeline, cls.config().readout)
-        tuned = tune_network(prepared)["thresholds"]
-        thresholds = CondensationThresholds(**tuned)
-
-        def clustering(e: PreparedEvent, t: CondensationThresholds = thresholds) -> Clustering:
-            return _condense(_outputs(e), e.hit_energy, t)
-
+        clustering, tuned = _tuned_clustering(prepared, pipeline is None)
         summary = _score_of(prepared, clustering)
         fakes: Counter[str] = Counter()
         misses: Counter[str] = Counter()
         showers = clusters = 0
         for e in prepared:
-            assert e.network_outputs is not None
-            hit_cluster, energy = _condense(e.network_outputs, e.hit_energy, thresholds)
+            hit_cluster, energy = clustering(e)
             f, m = failures(e.truth, e.hit_energy, hit_cluster, energy)
             fakes += f
             misses += m
             showers += int((e.truth.energy > SHOWER_GEV).sum())
             clusters += int((energy > FAKE_GEV).sum())
         result[name] = {
-            "thresholds": tuned,
+            "tuned": tuned,
             "efficiency_above_20GeV": summary["efficiency_above_20GeV"],
+            "efficiency_5_20GeV": summary["efficiency_5_20GeV"],
             "fake_rate_above_10GeV": summary["fake_rate_above_10GeV"],
+            "fake_rate_above_1GeV": summary["fake_rate_above_1GeV"],
             "selection_score": selection_score(summary),
             "showers_over_20_gev": showers,
             "clusters_over_10_gev": clusters,
             "fakes": dict(fakes),
             "misses": dict(misses),
         }
-        print(checkpoint, name, json.dumps(result[name]))
+        print(checkpoint or "clue", name, json.dumps(result[name]))
     return result
+
+
+def _tuned_clustering(
+    prepared: list[PreparedEvent], clue: bool
+) -> tuple[Callable[[PreparedEvent], Clustering], dict[str, float]]:
+    """The clustering at the working point tuned on ``prepared``, and that point."""
+    if clue:
+        clue_tuned = tune_clue(prepared)
+        params = ClueParams(**clue_tuned["params"])
+        calibration = ClueCalibration(**clue_tuned["energy_calibration"])
+
+        def run_clue(e: PreparedEvent) -> Clustering:
+            """CLUE's clusters with their calibrated energies, as the benchmark scores them."""
+            r = associate(e.layer_clusters, params)
+            k = len(r.cluster_energy)
+            return r.hit_cluster, calibration.energies(e.hit_energy, e.hit_layer, r.hit_cluster, k)
+
+        return run_clue, {"dc_3d": params.dc_3d, "rho_c_3d": params.rho_c_3d}
+    tuned = tune_network(prepared)["thresholds"]
+    thresholds = CondensationThresholds(**tuned)
+
+    def run_network(e: PreparedEvent) -> Clustering:
+        return _condense(_outputs(e), e.hit_energy, thresholds)
+
+    return run_network, tuned
 
 
 def markdown(results: dict[str, dict[str, Any]]) -> str:
@@ -145,6 +173,8 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
     ]  # fmt: skip
     for label, by_class in results.items():
         for name, r in by_class.items():
+            if name == "score":
+                continue
             fakes = " / ".join(str(r["fakes"].get(k, 0)) for k in fake_kinds)
             misses = " / ".join(str(r["misses"].get(k, 0)) for k in miss_kinds)
             working = f"{r['efficiency_above_20GeV']:.2f} / {r['fake_rate_above_10GeV']:.2f}"
@@ -158,18 +188,23 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, action="append")
+    parser.add_argument("--clue", action="store_true", help="add CLUE, tuned the same way")
     parser.add_argument("--classes", default="gun,dense,jets,jets_pu140")
     parser.add_argument("--events", type=int, default=12)
     args = parser.parse_args()
-    checkpoints = args.checkpoint or [DEFAULT_CLUSTERING_CHECKPOINT]
+    checkpoints = args.checkpoint or ([] if args.clue else [DEFAULT_CLUSTERING_CHECKPOINT])
+    classes = args.classes.split(",")
     results = {
-        str(c.relative_to(ROOT) if c.is_absolute() else c): study(
-            c, args.classes.split(","), args.events
-        )
+        str(c.relative_to(ROOT) if c.is_absolute() else c): study(c, classes, args.events)
         for c in checkpoints
     }
-    # Results of other checkpoints measured earlier are kept: one file for the comparison.
-    earlier = json.loads(OUTPUT.read_text()) if OUTPUT.exists() else {}
+    if args.clue:
+        results["clue"] = study(None, classes, args.events)
+    # Results measured earlier with today's score are kept: one file for the comparison.
+    stored = json.loads(OUTPUT.read_text()) if OUTPUT.exists() else {}
+    earlier = {
+        k: v for k, v in stored.items() if isinstance(v, dict) and v.get("score") == SCORE_VERSION
+    }
     OUTPUT.parent.mkdir(parents=True, exist_ok=True)
     merged = {**earlier, **results, "command": "python benchmarks/cluster_failures.py"}
     OUTPUT.write_text(json.dumps(merged, indent=1) + "\n")

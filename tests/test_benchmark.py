@@ -3,6 +3,8 @@ clustering metrics, the threshold grid, the event classes, and the rule-based PF
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -133,8 +135,30 @@ def test_metrics_on_a_hand_built_event_with_a_merge_and_a_fake() -> None:
     assert distance[20.0]["showers"] == 1 and distance[20.0]["efficiency"] == 1.0
     assert s["fake_rate_above_10GeV"] == 0.0
     assert s["response_median"] == pytest.approx(np.median([55 / 30, 40 / 40]))
-    # score: mean efficiency over the populated bins (only > 20 GeV) minus mean fake rate
-    assert selection_score(s) == pytest.approx(2 / 3 - 0.0)
+    # score: F1 of the efficiency (only > 20 GeV is populated) and the purity (no fakes)
+    assert selection_score(s) == pytest.approx(2 * (2 / 3) * 1.0 / (2 / 3 + 1.0))
+
+
+def test_a_clustering_that_finds_nothing_cannot_win_the_tuning() -> None:
+    """Crowded events: a working point finding 60 % of the showers with 60 % of its clusters
+    fake must outscore one that leaves (almost) everything unclustered."""
+
+    def summary(efficiency: float, fake_rate: float) -> dict[str, Any]:
+        bins = [{"energy_min": 1.0, "showers": 10, "efficiency": efficiency}]
+        return {
+            "efficiency_vs_energy": bins,
+            "efficiency_5_20GeV": efficiency,
+            "efficiency_above_20GeV": efficiency,
+            "fake_rate_above_1GeV": fake_rate,
+            "fake_rate_above_10GeV": fake_rate,
+        }
+
+    nothing = selection_score(summary(0.02, 0.0))
+    crowded = selection_score(summary(0.6, 0.6))
+    assert crowded > nothing
+    assert selection_score(summary(0.0, float("nan"))) == 0.0
+    # both still count: more efficiency or fewer fakes is always better
+    assert selection_score(summary(0.7, 0.6)) > crowded > selection_score(summary(0.6, 0.7))
 
 
 def test_grid_grows_until_the_best_point_is_inside() -> None:

@@ -55,7 +55,12 @@ from recoserve.events.truth import (
 )
 from recoserve.inprocess import ClusteringPipeline
 from recoserve.metrics.matching import match_showers
-from recoserve.metrics.showers import selection_score, summarize_tables, truth_table
+from recoserve.metrics.showers import (
+    SCORE_VERSION,
+    selection_score,
+    summarize_tables,
+    truth_table,
+)
 from recoserve.metrics.tuning import CONDENSATION_AXES, Axis, grid_search
 from recoserve.metrics.tuning_store import TuningStore, read_json, write_json
 from recoserve.plotting import save_figure
@@ -200,13 +205,14 @@ def tunings(
     log: Callable[[str], Any] = print,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(CLUE tuning, network tuning) of a class: read from checkpoints/ if current, else tuned
-    on ``n_validation`` validation events and written there."""
+    on ``n_validation`` validation events and written there. A tuning made for another
+    ``selection_score`` (``SCORE_VERSION``) is redone."""
     clue_path, net_path = store.clue(cls.name), store.network(cls.name)
     sha = file_sha256(checkpoint)
     clue, net = read_json(clue_path), read_json(net_path)
-    clue_done = clue.get("events", 0) >= n_validation
+    clue_done = _current(clue, n_validation)
     calibrated = "energy_calibration" in clue
-    net_done = net.get("checkpoint_sha256") == sha and net.get("events", 0) >= n_validation
+    net_done = net.get("checkpoint_sha256") == sha and _current(net, n_validation)
     if clue_done and calibrated and net_done:
         return clue, net
     log(f"tuning on {n_validation} validation events of class {cls.name!r}")
@@ -216,7 +222,8 @@ def tunings(
         cls.config().readout,
     )
     if not clue_done:
-        clue = {"class": cls.name, "events": n_validation, **tune_clue(prepared)}
+        clue = {"class": cls.name, "events": n_validation, "score": SCORE_VERSION}
+        clue.update(tune_clue(prepared))
         write_json(clue_path, clue)
     elif not calibrated:  # grid from an earlier run: add the energy calibration only
         params = ClueParams(**clue["params"])
@@ -225,9 +232,15 @@ def tunings(
         write_json(clue_path, clue)
     if not net_done:
         net = {"class": cls.name, "checkpoint_sha256": sha, "events": n_validation}
+        net["score"] = SCORE_VERSION
         net.update(tune_network(prepared))
         write_json(net_path, net)
     return clue, net
+
+
+def _current(tuning: dict[str, Any], n_validation: int) -> bool:
+    """Whether a stored tuning used enough validation events and today's score."""
+    return tuning.get("events", 0) >= n_validation and tuning.get("score") == SCORE_VERSION
 
 
 def evaluate(
