@@ -71,6 +71,7 @@ class ClusteringPipeline:
         exported: str | Path | None = None,
         thresholds: CondensationThresholds | None = None,
     ) -> None:
+        self.checkpoint = Path(checkpoint)
         model, tuned, self.info = load_clustering(checkpoint)
         self.thresholds = thresholds or tuned
         self.backend = backend

@@ -359,3 +359,15 @@ def test_a_track_without_calorimeter_energy_is_a_muon_only_when_hard() -> None:
     assert by_element[0]["class_id"] == MUON
     assert by_element[1]["class_id"] == CHARGED_HADRON
     assert by_element[2]["class_id"] == CHARGED_HADRON
+
+
+def test_a_tuning_made_for_another_score_or_checkpoint_is_stale() -> None:
+    from recoserve.metrics.showers import SCORE_VERSION
+    from recoserve.metrics.tuning_store import current_tuning
+
+    tuned = {"score": SCORE_VERSION, "checkpoint_sha256": "abc", "events": 200}
+    assert current_tuning(tuned, SCORE_VERSION, "abc")
+    assert current_tuning(tuned, SCORE_VERSION)  # CLUE's: no checkpoint
+    assert not current_tuning(tuned, SCORE_VERSION, "def")
+    assert not current_tuning({**tuned, "score": "efficiency-minus-fakes"}, SCORE_VERSION, "abc")
+    assert not current_tuning({"events": 200}, SCORE_VERSION)  # before scores were versioned

@@ -20,8 +20,10 @@ and seconds per event per chain (``recoserve.metrics.pf``), on the class's test 
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +44,14 @@ from recoserve.inprocess import EventRecoPipeline
 from recoserve.metrics.chains import ALL_CHAINS, CLUSTERINGS, PFS
 from recoserve.metrics.pf import PFAccumulator
 from recoserve.metrics.pf_truth import pf_truth, truth_clusters
-from recoserve.metrics.tuning_store import TuningStore, read_json, write_json
+from recoserve.metrics.showers import SCORE_VERSION
+from recoserve.metrics.tuning_store import (
+    TuningStore,
+    current_tuning,
+    file_sha256,
+    read_json,
+    write_json,
+)
 from recoserve.postprocess.assignment import clusters_from_assignment
 from recoserve.postprocess.candidates import NEUTRAL_HADRON
 from recoserve.postprocess.chain import cluster_events
@@ -61,8 +70,15 @@ class ChainRunner:
         self.pipeline = pipeline
         self.store = store
         self.readout = cls.config().readout
+        # Stale tunings (another score, another checkpoint) are not used: the defaults are, and
+        # the provenance says so.
+        self.checkpoint_sha256 = file_sha256(pipeline.clustering.checkpoint)
         clue_tuned = read_json(store.clue(cls.name))
+        if not current_tuning(clue_tuned, SCORE_VERSION):
+            clue_tuned = {}
         net_tuned = read_json(store.network(cls.name))
+        if not current_tuning(net_tuned, SCORE_VERSION, self.checkpoint_sha256):
+            net_tuned = {}
         self.clue_params = ClueParams(**clue_tuned["params"]) if clue_tuned else ClueParams()
         self.calibration = (
             ClueCalibration(**clue_tuned["energy_calibration"])
@@ -81,6 +97,17 @@ class ChainRunner:
             "clue_energy_calibration": self.calibration.__dict__,
             "network_thresholds": self.thresholds.__dict__,
         }
+
+    def basis(self, source: str) -> dict[str, Any]:
+        """What a clustering's output depends on besides the event: a PF calibration fit on
+        it is redone when this changes."""
+        if source == "network":
+            return {"checkpoint_sha256": self.checkpoint_sha256, **asdict(self.thresholds)}
+        if source == "clue":
+            return {**asdict(self.clue_params), **asdict(self.calibration)}
+        if source == "truth_assignment":
+            return asdict(self.calibration)
+        return {}
 
     def clusters(self, event: Event, source: str) -> Clusters:
         hits = event.hits.features()
@@ -162,10 +189,16 @@ def pf_calibrations(
     runner: ChainRunner, sources: Sequence[str], n_validation: int, log: Callable[[str], Any]
 ) -> dict[str, PFCalibration]:
     """The rule-based PF's calibration per clustering, fit on the class's validation events
-    (read from checkpoints/pf/<class>.json when present for at least that many events)."""
+    (read from checkpoints/pf/<class>.json when present for at least that many events and fit on
+    the same clustering: ``ChainRunner.basis``)."""
     path = runner.store.pf(runner.cls.name)
     stored = read_json(path)
-    missing = [s for s in sources if stored.get(s, {}).get("events", 0) < n_validation]
+    missing = [
+        s
+        for s in sources
+        if stored.get(s, {}).get("events", 0) < n_validation
+        or stored[s].get("basis") != _plain(runner.basis(s))
+    ]
     if missing:
         log(f"fitting PF calibrations ({', '.join(missing)}) on {n_validation} validation events")
         pairs: dict[str, list[np.ndarray]] = {s: [] for s in missing}
@@ -177,7 +210,8 @@ def pf_calibrations(
                 pairs[s].append(calibration_pairs(event, clusters, elements))
         for s in missing:
             calibration = fit_calibration(np.concatenate(pairs[s]))
-            stored[s] = {"events": n_validation, **calibration.as_dict()}
+            stored[s] = {"events": n_validation, "basis": runner.basis(s)}
+            stored[s].update(calibration.as_dict())
         write_json(path, stored)
     return {
         s: PFCalibration(
@@ -187,6 +221,11 @@ def pf_calibrations(
         )
         for s in sources
     }
+
+
+def _plain(value: dict[str, Any]) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists), for comparing with storage."""
+    return json.loads(json.dumps(value))
 
 
 def run_chains(

@@ -20,7 +20,6 @@ An events file has no validation split: it is evaluated with the tunings of ``--
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -62,7 +61,13 @@ from recoserve.metrics.showers import (
     truth_table,
 )
 from recoserve.metrics.tuning import CONDENSATION_AXES, Axis, grid_search
-from recoserve.metrics.tuning_store import TuningStore, read_json, write_json
+from recoserve.metrics.tuning_store import (
+    TuningStore,
+    current_tuning,
+    file_sha256,
+    read_json,
+    write_json,
+)
 from recoserve.plotting import save_figure
 from recoserve.postprocess.chain import CLUSTERING_OUTPUT_WIDTHS, cluster_events, run_batched
 from recoserve.postprocess.condensation import CondensationThresholds, condense
@@ -186,10 +191,6 @@ def tune_network(prepared: Sequence[PreparedEvent]) -> dict[str, Any]:
     return {"thresholds": result.best, "grid": result.as_dict()}
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _outputs(e: PreparedEvent) -> list[np.ndarray]:
     if e.network_outputs is None:
         raise ValueError("the network's outputs were not prepared")
@@ -210,9 +211,9 @@ def tunings(
     clue_path, net_path = store.clue(cls.name), store.network(cls.name)
     sha = file_sha256(checkpoint)
     clue, net = read_json(clue_path), read_json(net_path)
-    clue_done = _current(clue, n_validation)
+    clue_done = clue.get("events", 0) >= n_validation and current_tuning(clue, SCORE_VERSION)
     calibrated = "energy_calibration" in clue
-    net_done = net.get("checkpoint_sha256") == sha and _current(net, n_validation)
+    net_done = net.get("events", 0) >= n_validation and current_tuning(net, SCORE_VERSION, sha)
     if clue_done and calibrated and net_done:
         return clue, net
     log(f"tuning on {n_validation} validation events of class {cls.name!r}")
@@ -236,11 +237,6 @@ def tunings(
         net.update(tune_network(prepared))
         write_json(net_path, net)
     return clue, net
-
-
-def _current(tuning: dict[str, Any], n_validation: int) -> bool:
-    """Whether a stored tuning used enough validation events and today's score."""
-    return tuning.get("events", 0) >= n_validation and tuning.get("score") == SCORE_VERSION
 
 
 def evaluate(

@@ -4,6 +4,7 @@ weights they belong to; tests point it at a temporary folder)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,20 @@ class TuningStore:
 
     def pf(self, event_class: str) -> Path:
         return self.root / "pf" / f"{event_class}.json"
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def current_tuning(
+    tuning: dict[str, Any], score: str, checkpoint_sha256: str | None = None
+) -> bool:
+    """Whether a stored tuning was made with today's ``selection_score`` (``score``) and, for
+    the network's thresholds, for this checkpoint: a stale tuning is no tuning."""
+    if tuning.get("score") != score:
+        return False
+    return checkpoint_sha256 is None or tuning.get("checkpoint_sha256") == checkpoint_sha256
 
 
 def read_json(path: Path) -> dict[str, Any]:
