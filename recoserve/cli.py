@@ -571,8 +571,10 @@ def train_mlpf_command(
     data_dir: Annotated[Path, typer.Option(help="Where the prepared elements are cached.")] = Path(
         "data/mlpf"
     ),
-    minutes: Annotated[float, typer.Option(help="Training time budget.")] = 30.0,
-    max_steps: Annotated[int, typer.Option(help="Stop after this many steps.")] = 1_000_000,
+    minutes: Annotated[float, typer.Option(help="Wall-clock budget of this run.")] = 30.0,
+    max_steps: Annotated[
+        int, typer.Option(help="Length of the learning-rate schedule, over all runs.")
+    ] = 30_000,
     train_events: Annotated[int, typer.Option(help="Simulated training events.")] = 8000,
     validation_events: Annotated[int, typer.Option(help="Validation events.")] = 300,
     batch_events: Annotated[int, typer.Option(help="Events per training step.")] = 16,
@@ -595,8 +597,8 @@ def train_mlpf_command(
     ] = "network",
 ) -> None:
     """Train MLPF on elements of simulated events clustered by the committed network (and, with
-    --cluster-sources, by CLUE and the truth assignment too); writes the checkpoint and
-    <checkpoint>.metrics.json."""
+    --cluster-sources, by CLUE and the truth assignment too); resumes <output>.state.pt if it
+    exists, and writes the best checkpoint with <checkpoint>.metrics.json (the learning curve)."""
     from recoserve.train.mlpf import MLPFTrainConfig, train_mlpf
 
     def names(text: str) -> tuple[str, ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -205,3 +206,31 @@ def test_training_elements_come_from_several_clusterings_of_a_mix_of_events() ->
         assert len(n_clusters) > 1  # the clusterings differ
     with pytest.raises(ValueError, match="unknown cluster sources"):
         prepare_elements(1, "validation", workers=1, sources=("oracle",))
+
+
+def test_mlpf_training_resumes_where_it_stopped(tmp_path: Path) -> None:
+    """Two short runs with the same output: the second continues the step count, the
+    learning curve and the optimiser state; the elements are prepared once."""
+    from recoserve.nn.checkpoint import load_mlpf
+    from recoserve.nn.mlpf import MLPFConfig
+    from recoserve.train.loop import state_path
+    from recoserve.train.mlpf import MLPFTrainConfig, train_mlpf
+
+    config = MLPFTrainConfig(
+        train_events=2, validation_events=1, batch_events=2, max_steps=3, validate_every=3,
+        workers=1, model=MLPFConfig(hidden=16),
+    )  # fmt: skip
+    output = tmp_path / "mlpf.pt"
+    first = train_mlpf(config, tmp_path / "data", output, log=lambda _: None)
+    assert first["steps"] == 3 and len(first["history"]) == 1
+    state = torch.load(state_path(output), weights_only=False)
+    assert state["progress"]["step"] == 3 and state["optimizer"]["state"]
+    cached = sorted(p.name for p in (tmp_path / "data").iterdir())
+    assert len(cached) == 2  # train and validation elements
+    longer = MLPFTrainConfig(**{**config.__dict__, "max_steps": 6})
+    second = train_mlpf(longer, tmp_path / "data", output, log=lambda _: None)
+    assert second["steps"] == 6 and [r["steps"] for r in second["runs"]] == [3, 3]
+    assert json.dumps(second["history"][0]) == json.dumps(first["history"][0])
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == cached
+    _, info = load_mlpf(output)
+    assert info["steps"] == 6

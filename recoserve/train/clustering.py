@@ -40,7 +40,7 @@ from recoserve.nn.losses import ObjectTargets, OCWeights, object_condensation_lo
 from recoserve.postprocess.condensation import CondensationThresholds, condense
 from recoserve.sim.classes import EVENT_CLASSES, event_class
 from recoserve.train.crops import CropConfig, Item, crop_item
-from recoserve.train.loop import BestWeights, cosine_lr, optimise, update_running
+from recoserve.train.loop import ResumableRun, Schedule, state_path
 from recoserve.train.targets import event_targets
 
 DEFAULT_CLASSES = ("gun", "dense", "jets", "jets_pu140")
@@ -216,10 +216,6 @@ def tune_thresholds(
     return CondensationThresholds(result.best["t_beta"], result.best["t_d"]), result.points
 
 
-def state_path(output: Path) -> Path:
-    return output.with_suffix(".state.pt")
-
-
 def train_clustering(
     config: ClusteringTrainConfig, data_dir: Path, output: Path, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
@@ -243,122 +239,51 @@ def train_clustering(
         f"of {', '.join(config.classes)} ({time.perf_counter() - t0:.0f} s)"
     )
 
-    resume = state_path(output)
-    resume.parent.mkdir(parents=True, exist_ok=True)
-    saved = torch.load(resume, map_location="cpu", weights_only=False) if resume.exists() else None
+    crops = random.Random(config.seed)  # its own stream: runs without crops are unchanged
+    run = ResumableRun(state_path(output), config.seed, {"crop_random": crops})
+    saved = run.saved_config
     # A resumed run keeps the architecture and loss it was started with.
     initial = load_clustering(config.init_from)[0] if config.init_from else None
     # ... and a run started from other weights has their architecture.
     default_architecture = initial.config if initial is not None else config.model
-    architecture = GravNetConfig(**saved["config"]["model"]) if saved else default_architecture
-    weights = OCWeights(**saved["config"]["weights"]) if saved else config.weights
+    architecture = GravNetConfig(**saved["model"]) if saved else default_architecture
+    weights = OCWeights(**saved["weights"]) if saved else config.weights
     config = replace(config, model=architecture, weights=weights)
     model = initial if initial is not None else GravNetOC(architecture)
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-5)
-    best = BestWeights()
-    state: dict[str, Any] = {
-        "step": 0,
-        "samples": 0,  # endcaps seen: steps x batch, comparable across devices and batch sizes
-        "minutes": 0.0,
-        "history": [],
-        "order": [],
-        "runs": [],
-    }
-    if saved:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        _optimizer_to(optimizer, device)
-        best.value, best.state = saved["best_value"], saved["best_state"]
-        random.setstate(saved["python_random"])
-        torch.set_rng_state(saved["torch_random"])
-        state = saved["progress"]
-        before = saved["config"]
-        if (before["train_events"], tuple(before["classes"])) != (
-            config.train_events,
-            tuple(config.classes),
-        ):
-            state["order"] = []  # other training data: the saved event order means nothing
-            log("training data differ from the saved run's: a new epoch order")
-        log(f"resumed from {resume}: step {state['step']}, {state['minutes']:.1f} min trained")
-    else:
-        torch.manual_seed(config.seed)
-        random.seed(config.seed)
-    crops = random.Random(config.seed)  # its own stream: runs without crops are unchanged
-    if saved and "crop_random" in saved:
-        crops.setstate(saved["crop_random"])
+    data = {"classes": list(config.classes), "train_events": config.train_events}
+    if run.saved is not None and "data" not in run.saved:  # saved before runs named their data
+        before = run.saved["config"]
+        run.saved["data"] = {
+            "classes": list(before["classes"]),
+            "train_events": before["train_events"],
+        }
+    run.start(model, optimizer, device, data, log)
     crop = CropConfig(config.crop_hits) if config.crop_hits > 0 else None
 
-    def save_state() -> None:
-        torch.save(
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "best_value": best.value,
-                "best_state": best.state,
-                "python_random": random.getstate(),
-                "torch_random": torch.get_rng_state(),
-                "crop_random": crops.getstate(),
-                "progress": state,
-                "config": _config_dict(config),
-            },
-            resume,
-        )
+    def make_batch(indices: list[int]) -> list[Item]:
+        items = (train_items[i] for i in indices)
+        return [_to(crop_item(item, crop, crops) if crop else item, device) for item in items]
 
-    budget = config.minutes * 60.0
-    start = time.perf_counter()
-    minutes_before = state["minutes"]
-    last_save = start
-    running: dict[str, float] = {}
-    steps_this_run = 0
-    while state["step"] < config.max_steps and time.perf_counter() - start < budget:
-        batch = []
-        for _ in range(config.batch):
-            if not state["order"]:
-                state["order"] = list(range(len(train_items)))
-                random.shuffle(state["order"])
-            item = train_items[state["order"].pop()]
-            batch.append(_to(crop_item(item, crop, crops) if crop else item, device))
-        lr = cosine_lr(config.learning_rate, state["step"] / config.max_steps, 0.05)
-        terms = batch_loss(model, batch, weights)
-        optimise(model, optimizer, terms["total"], lr)
-        state["step"] += 1
-        state["samples"] = state.get("samples", 0) + len(batch)
-        steps_this_run += 1
-        state["minutes"] = minutes_before + (time.perf_counter() - start) / 60
-        update_running(running, terms)
-        if state["step"] % config.validate_every == 0:
-            val = validation_loss(model, val_items, weights, device)
-            record = {
-                "step": state["step"],
-                "samples": state["samples"],
-                "minutes": state["minutes"],
-                "device": config.device,
-                "lr": lr,
-                "validation_loss": val,
-                **{f"train_{k}": v for k, v in running.items()},
-                **(validation_metrics(model, val_events, device) if config.tune else {}),
-            }
-            state["history"].append(record)
-            log(
-                json.dumps(
-                    {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}
-                )
-            )
-            best.offer(val, model)
-        if time.perf_counter() - last_save > config.save_every_minutes * 60:
-            save_state()
-            last_save = time.perf_counter()
-    best.offer(validation_loss(model, val_items, weights, device), model)
-    state["runs"].append(
-        {
-            "device": config.device,
-            "steps": steps_this_run,
-            "batch": config.batch,
-            "minutes": state["minutes"] - minutes_before,
-        }
+    def validate() -> tuple[float, dict[str, Any]]:
+        val = validation_loss(model, val_items, weights, device)
+        metrics = validation_metrics(model, val_events, device) if config.tune else {}
+        return val, {"validation_loss": val, **metrics}
+
+    schedule = Schedule(
+        config.minutes,
+        config.max_steps,
+        config.learning_rate,
+        config.validate_every,
+        config.save_every_minutes,
     )
-    save_state()
+    run.train(
+        model, optimizer, schedule, len(train_items), config.batch, make_batch,
+        lambda batch: batch_loss(model, batch, weights), validate, _config_dict(config), data,
+        config.device, log,
+    )  # fmt: skip
+    state, best = run.progress, run.best
 
     served = GravNetOC(config.model)
     served.load_state_dict({k: v.cpu() for k, v in best.state.items()})
@@ -396,10 +321,3 @@ def _config_dict(config: ClusteringTrainConfig) -> dict[str, Any]:
         "model": config.model.to_dict(),
         "weights": asdict(config.weights),
     }
-
-
-def _optimizer_to(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
-    for per_param in optimizer.state.values():
-        for key, value in per_param.items():
-            if isinstance(value, torch.Tensor) and key != "step":
-                per_param[key] = value.to(device)

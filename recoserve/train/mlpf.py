@@ -11,21 +11,26 @@ each clustering becomes one training example of elements and targets
 keeps working when the clustering improves. The default, one sample and the network alone, is
 what the served MLPF was trained on.
 
+Training is resumable like the clustering network's, with the same loop
+(``recoserve.train.loop.ResumableRun``): a cosine over ``max_steps`` steps, the whole state in
+``<output>.state.pt`` every few minutes. Prepared elements are cached per split, mix and
+``clustering_basis`` (checkpoint, tuned thresholds, CLUE's parameters).
+
 Loss per element: cross entropy over the six classes, plus, for elements with a particle, a
 Huber loss on log(pt), log(E), eta, sin phi and cos phi.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -38,8 +43,11 @@ from recoserve.nn.mlpf import MLPF, MLPFConfig
 from recoserve.postprocess.candidates import NONE
 from recoserve.sim.classes import EVENT_CLASSES, pf_event
 from recoserve.sim.simulator import Simulator
-from recoserve.train.loop import BestWeights, cosine_lr, optimise, update_running
+from recoserve.train.loop import ResumableRun, Schedule, state_path
 from recoserve.train.pf_targets import element_targets
+
+if TYPE_CHECKING:
+    from recoserve.metrics.chain_report import ChainRunner
 
 JETS = EVENT_CLASSES["jets"]
 TRAIN_SEED = JETS.seeds.train
@@ -98,19 +106,32 @@ def sample_event(sample: str, split: str, index: int, simulators: dict[str, Simu
 PrepareJob = tuple[str, str, int, int, str, tuple[str, ...]]
 
 
-def _prepare_range(job: PrepareJob) -> list[tuple[np.ndarray, ...]]:
-    """Worker: events [first, last) of a sample's split, each clustered by every source and
-    turned into (elements, class targets, regression targets)."""
-    sample, split, first, last, checkpoint, sources = job
+def _runner(sample: str, checkpoint: Path) -> ChainRunner:
+    """The clusterings of a sample's events, with its class's validation tunings."""
     from recoserve.inprocess import ClusteringPipeline, EventRecoPipeline
     from recoserve.metrics.chain_report import ChainRunner
     from recoserve.metrics.tuning_store import TuningStore
 
-    torch.set_num_threads(1)
     cls = JETS if sample == "jets_with_leptons" else EVENT_CLASSES[sample]
-    runner = ChainRunner(
-        cls, EventRecoPipeline(ClusteringPipeline(Path(checkpoint))), TuningStore()
-    )
+    return ChainRunner(cls, EventRecoPipeline(ClusteringPipeline(checkpoint)), TuningStore())
+
+
+def clustering_basis(
+    samples: tuple[str, ...], sources: tuple[str, ...], checkpoint: Path
+) -> dict[str, dict[str, Any]]:
+    """Per sample and cluster source, what the clusters depend on (checkpoint, tuned
+    thresholds, CLUE's parameters and calibration): elements prepared on another basis are
+    prepared again."""
+    runners = {sample: _runner(sample, checkpoint) for sample in samples}
+    return {s: {src: runners[s].basis(src) for src in sources} for s in samples}
+
+
+def _prepare_range(job: PrepareJob) -> list[tuple[np.ndarray, ...]]:
+    """Worker: events [first, last) of a sample's split, each clustered by every source and
+    turned into (elements, class targets, regression targets)."""
+    sample, split, first, last, checkpoint, sources = job
+    torch.set_num_threads(1)
+    runner = _runner(sample, Path(checkpoint))
     simulators: dict[str, Simulator] = {}
     out: list[tuple[np.ndarray, ...]] = []
     for i in range(first, last):
@@ -159,15 +180,16 @@ def element_dataset(
     data_dir: Path,
     split: str,
     n_events: int,
+    basis: dict[str, Any],
     workers: int = 2,
     samples: tuple[str, ...] = ("jets_with_leptons",),
     sources: tuple[str, ...] = ("network",),
 ) -> ElementSet:
     """Load the element set of this split, mix and sources from ``data_dir``, or prepare and
-    write it (one file per combination: a changed mix never reuses another's elements)."""
-    tag = "" if (samples, sources) == (("jets_with_leptons",), ("network",)) else (
-        "-" + "+".join(samples) + "-" + "+".join(sources)
-    )  # fmt: skip
+    write it (one file per combination and ``clustering_basis``: a changed mix or clustering
+    never reuses another's elements)."""
+    digest = hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:12]
+    tag = "-" + "+".join(samples) + "-" + "+".join(sources) + "-" + digest
     path = data_dir / f"{split}{tag}.npz"
     expected = n_events * len(samples) * len(sources)
     if path.exists():
@@ -225,7 +247,7 @@ class MLPFTrainConfig:
     validation_events: int = 300
     batch_events: int = 16
     minutes: float = 30.0
-    max_steps: int = 1_000_000
+    max_steps: int = 30_000  # length of the learning-rate schedule, over all runs
     learning_rate: float = 2e-3
     validate_every: int = 200
     workers: int = 2
@@ -259,70 +281,62 @@ def train_mlpf(
     config: MLPFTrainConfig, data_dir: Path, output: Path, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
     """Prepare data, train, save the best checkpoint and its metrics JSON."""
-    torch.manual_seed(config.seed)
-    random.seed(config.seed)
     t0 = time.perf_counter()
     mix = {"samples": config.samples, "sources": config.cluster_sources}
-    train = element_dataset(data_dir, "train", config.train_events, config.workers, **mix)
+    basis = clustering_basis(config.samples, config.cluster_sources, DEFAULT_CLUSTERING_CHECKPOINT)
+    train = element_dataset(data_dir, "train", config.train_events, basis, config.workers, **mix)
     validation = element_dataset(
-        data_dir, "validation", config.validation_events, config.workers, **mix
+        data_dir, "validation", config.validation_events, basis, config.workers, **mix
     )
     log(
         f"data: {len(train)} training events ({len(train.elements)} elements), "
         f"{len(validation)} validation events ({time.perf_counter() - t0:.0f} s)"
     )
-    model = MLPF(config.model)
+    run = ResumableRun(state_path(output), config.seed)
+    saved = run.saved_config
+    model_config = MLPFConfig(**saved["model"]) if saved else config.model
+    model = MLPF(model_config)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-5)
-    budget = config.minutes * 60.0
-    start = time.perf_counter()
-    history: list[dict[str, float]] = []
-    best = BestWeights()
-    order: list[int] = []
-    step = 0
-    running: dict[str, float] = {}
-    while step < config.max_steps and time.perf_counter() - start < budget:
-        if len(order) < config.batch_events:
-            order = list(range(len(train)))
-            random.shuffle(order)
-        events = [order.pop() for _ in range(config.batch_events)]
-        elements, segment, cls, reg = train.batch(events)
-        progress = min((time.perf_counter() - start) / budget, 1.0)
-        lr = cosine_lr(config.learning_rate, progress, 0.02)
-        terms = mlpf_loss(model(elements, segment), cls, reg, config.weights)
-        optimise(model, optimizer, terms["total"], lr)
-        step += 1
-        update_running(running, terms)
-        if step % config.validate_every == 0:
-            val = evaluate_loss(model, validation, config.weights)
-            record = {
-                "step": step,
-                "minutes": (time.perf_counter() - start) / 60,
-                "lr": lr,
-                **{f"validation_{k}": v for k, v in val.items()},
-                **{f"train_{k}": v for k, v in running.items()},
-            }
-            history.append(record)
-            log(json.dumps({k: round(v, 4) for k, v in record.items()}))
-            best.offer(val["total"], model)
-    best.offer(evaluate_loss(model, validation, config.weights)["total"], model)
-    best.restore(model)
-    train_minutes = (time.perf_counter() - start) / 60
+    data = {"train_events": config.train_events, **mix, "clustering_basis": basis}
+    run.start(model, optimizer, torch.device("cpu"), json.loads(json.dumps(data)), log)
+
+    def validate() -> tuple[float, dict[str, Any]]:
+        val = evaluate_loss(model, validation, config.weights)
+        return val["total"], {f"validation_{k}": v for k, v in val.items()}
+
+    def batch_loss(batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        elements, segment, cls, reg = batch
+        return mlpf_loss(model(elements, segment), cls, reg, config.weights)
+
+    schedule = Schedule(
+        config.minutes, config.max_steps, config.learning_rate, config.validate_every, lr_floor=0.02
+    )
+    record = {
+        **{k: v for k, v in asdict(config).items() if k not in ("model", "weights")},
+        "model": model_config.to_dict(),
+        "weights": asdict(config.weights),
+        "train_seed": TRAIN_SEED,
+        "validation_seed": VALIDATION_SEED,
+        "clustering_checkpoint": str(DEFAULT_CLUSTERING_CHECKPOINT.name),
+        "clustering_basis": basis,
+    }
+    run.train(
+        model, optimizer, schedule, len(train), config.batch_events, train.batch, batch_loss,
+        validate, record, json.loads(json.dumps(data)), "cpu", log,
+    )  # fmt: skip
+    run.best.restore(model)
+    progress = run.progress
     metrics = {
-        "steps": step,
-        "train_minutes": train_minutes,
-        "best_validation_loss": best.value,
-        "history": history,
-        "config": {
-            **{k: v for k, v in asdict(config).items() if k not in ("model", "weights")},
-            "model": config.model.to_dict(),
-            "weights": asdict(config.weights),
-            "train_seed": TRAIN_SEED,
-            "validation_seed": VALIDATION_SEED,
-            "clustering_checkpoint": str(DEFAULT_CLUSTERING_CHECKPOINT.name),
-        },
+        "steps": progress["step"],
+        "train_minutes": progress["minutes"],
+        "runs": progress["runs"],
+        "best_validation_loss": run.best.value,
+        "history": progress["history"],
+        "config": record,
         "torch": torch.__version__,
     }
-    save_mlpf(output, model, {"seed": config.seed, "steps": step, "train_minutes": train_minutes})
+    info = {"seed": config.seed, "steps": progress["step"], "train_minutes": progress["minutes"]}
+    save_mlpf(output, model, info)
     output.with_suffix(".metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
