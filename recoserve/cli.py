@@ -584,7 +584,8 @@ def train_mlpf_command(
     samples: Annotated[
         str,
         typer.Option(
-            help="Comma-separated event samples, --train-events each: jets_with_leptons, "
+            help="Comma-separated event samples, --train-events each or NAME:EVENTS "
+            "(validation events in proportion): jets_with_leptons, "
             "jets_pu140, gun (or any benchmark class)."
         ),
     ] = "jets_with_leptons",

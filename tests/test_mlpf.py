@@ -234,3 +234,17 @@ def test_mlpf_training_resumes_where_it_stopped(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == cached
     _, info = load_mlpf(output)
     assert info["steps"] == 6
+
+
+def test_samples_can_have_their_own_number_of_events() -> None:
+    from recoserve.train.mlpf import MLPFTrainConfig
+
+    config = MLPFTrainConfig(
+        train_events=1000, validation_events=100, samples=("jets_with_leptons", "jets_pu140:50")
+    )
+    train, validation = config.sample_events()
+    assert train == {"jets_with_leptons": 1000, "jets_pu140": 50}
+    assert validation == {"jets_with_leptons": 100, "jets_pu140": 5}
+    for bad in ("jets_pu140:0", "jets_pu140:many", "ttbar"):
+        with pytest.raises(ValueError, match=r"jets_pu140|ttbar"):
+            MLPFTrainConfig(samples=(bad,)).sample_events()

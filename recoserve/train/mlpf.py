@@ -145,57 +145,61 @@ def _prepare_range(job: PrepareJob) -> list[tuple[np.ndarray, ...]]:
 
 
 def prepare_elements(
-    n_events: int,
+    n_events: int | dict[str, int],
     split: str,
     workers: int = 2,
     checkpoint: Path = DEFAULT_CLUSTERING_CHECKPOINT,
     samples: tuple[str, ...] = ("jets_with_leptons",),
     sources: tuple[str, ...] = ("network",),
 ) -> ElementSet:
-    """``n_events`` events of each sample, times one example per cluster source."""
+    """``n_events`` events of each sample (or per sample, from a dict), times one example per
+    cluster source."""
+    counts = n_events if isinstance(n_events, dict) else dict.fromkeys(samples, n_events)
     for sample in samples:
         if sample != "jets_with_leptons" and sample not in EVENT_CLASSES:
             raise ValueError(f"unknown sample {sample!r}; known: {', '.join(SAMPLES)}")
     unknown = set(sources) - set(CLUSTER_SOURCES)
     if unknown:
         raise ValueError(f"unknown cluster sources {sorted(unknown)}; known: {CLUSTER_SOURCES}")
-    chunk = max(1, math.ceil(n_events / (workers * 8)))
-    jobs: list[PrepareJob] = [
-        (sample, split, a, min(a + chunk, n_events), str(checkpoint), sources)
-        for sample in samples
-        for a in range(0, n_events, chunk)
-    ]
+    jobs: list[PrepareJob] = []
+    for sample in samples:
+        n = counts[sample]
+        chunk = max(1, math.ceil(n / (workers * 8)))
+        jobs += [
+            (sample, split, a, min(a + chunk, n), str(checkpoint), sources)
+            for a in range(0, n, chunk)
+        ]
     with get_context("spawn").Pool(workers) as pool:
         parts = [item for result in pool.map(_prepare_range, jobs) for item in result]
-    counts = np.array([len(p[0]) for p in parts], dtype=np.int64)
+    sizes = np.array([len(p[0]) for p in parts], dtype=np.int64)
     return ElementSet(
         elements=np.concatenate([p[0] for p in parts]),
         target_class=np.concatenate([p[1] for p in parts]),
         target_regression=np.concatenate([p[2] for p in parts]),
-        offsets=np.concatenate([[0], np.cumsum(counts)]),
+        offsets=np.concatenate([[0], np.cumsum(sizes)]),
     )
 
 
 def element_dataset(
     data_dir: Path,
     split: str,
-    n_events: int,
+    n_events: dict[str, int],
     basis: dict[str, Any],
     workers: int = 2,
-    samples: tuple[str, ...] = ("jets_with_leptons",),
     sources: tuple[str, ...] = ("network",),
 ) -> ElementSet:
     """Load the element set of this split, mix and sources from ``data_dir``, or prepare and
     write it (one file per combination and ``clustering_basis``: a changed mix or clustering
     never reuses another's elements)."""
     digest = hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:12]
-    tag = "-" + "+".join(samples) + "-" + "+".join(sources) + "-" + digest
-    path = data_dir / f"{split}{tag}.npz"
-    expected = n_events * len(samples) * len(sources)
+    mix = "+".join(f"{name}{n}" for name, n in n_events.items())
+    path = data_dir / f"{split}-{mix}-{'+'.join(sources)}-{digest}.npz"
+    expected = sum(n_events.values()) * len(sources)
     if path.exists():
         data = ElementSet.load(path)
         if len(data) == expected:
             return data
+    samples = tuple(n_events)
     data = prepare_elements(n_events, split, workers, samples=samples, sources=sources)
     data.save(path)
     return data
@@ -251,10 +255,26 @@ class MLPFTrainConfig:
     learning_rate: float = 2e-3
     validate_every: int = 200
     workers: int = 2
-    samples: tuple[str, ...] = ("jets_with_leptons",)  # per sample: train/validation events
+    # Per sample: train_events / validation_events, or "name:N" for N training events (and
+    # validation events in the same proportion): pileup events cost 20x a jet event to prepare.
+    samples: tuple[str, ...] = ("jets_with_leptons",)
     cluster_sources: tuple[str, ...] = ("network",)  # one example per event and source
     model: MLPFConfig = field(default_factory=MLPFConfig)
     weights: MLPFLossWeights = field(default_factory=MLPFLossWeights)
+
+    def sample_events(self) -> tuple[dict[str, int], dict[str, int]]:
+        """(training, validation) events per sample."""
+        train, validation = {}, {}
+        for entry in self.samples:
+            name, _, count = entry.partition(":")
+            if name != "jets_with_leptons" and name not in EVENT_CLASSES:
+                raise ValueError(f"unknown sample {name!r}; known: {', '.join(SAMPLES)}")
+            n = int(count) if count.isdigit() else self.train_events if not count else 0
+            if n < 1:
+                raise ValueError(f"sample {entry!r}: write NAME or NAME:EVENTS (EVENTS >= 1)")
+            train[name] = n
+            validation[name] = max(1, math.ceil(self.validation_events * n / self.train_events))
+        return train, validation
 
 
 def _batches(n: int, size: int) -> Iterator[list[int]]:
@@ -282,11 +302,13 @@ def train_mlpf(
 ) -> dict[str, Any]:
     """Prepare data, train, save the best checkpoint and its metrics JSON."""
     t0 = time.perf_counter()
-    mix = {"samples": config.samples, "sources": config.cluster_sources}
-    basis = clustering_basis(config.samples, config.cluster_sources, DEFAULT_CLUSTERING_CHECKPOINT)
-    train = element_dataset(data_dir, "train", config.train_events, basis, config.workers, **mix)
+    train_counts, validation_counts = config.sample_events()
+    samples = tuple(train_counts)
+    basis = clustering_basis(samples, config.cluster_sources, DEFAULT_CLUSTERING_CHECKPOINT)
+    sources = config.cluster_sources
+    train = element_dataset(data_dir, "train", train_counts, basis, config.workers, sources)
     validation = element_dataset(
-        data_dir, "validation", config.validation_events, basis, config.workers, **mix
+        data_dir, "validation", validation_counts, basis, config.workers, sources
     )
     log(
         f"data: {len(train)} training events ({len(train.elements)} elements), "
@@ -298,7 +320,7 @@ def train_mlpf(
     model = MLPF(model_config)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-5)
-    data = {"train_events": config.train_events, **mix, "clustering_basis": basis}
+    data = {"train": train_counts, "sources": sources, "clustering_basis": basis}
     run.start(model, optimizer, torch.device("cpu"), json.loads(json.dumps(data)), log)
 
     def validate() -> tuple[float, dict[str, Any]]:
