@@ -596,11 +596,19 @@ def train_mlpf_command(
             "truth_assignment (one training example per source)."
         ),
     ] = "network",
+    per_event_loss: Annotated[
+        bool,
+        typer.Option(
+            "--per-event-loss/--per-element-loss",
+            help="Weigh every event the same in the loss, not every element (a pileup event "
+            "has a hundred times a jet event's elements). A resumed run keeps its own.",
+        ),
+    ] = False,
 ) -> None:
     """Train MLPF on elements of simulated events clustered by the committed network (and, with
     --cluster-sources, by CLUE and the truth assignment too); resumes <output>.state.pt if it
     exists, and writes the best checkpoint with <checkpoint>.metrics.json (the learning curve)."""
-    from recoserve.train.mlpf import MLPFTrainConfig, train_mlpf
+    from recoserve.train.mlpf import MLPFLossWeights, MLPFTrainConfig, train_mlpf
 
     def names(text: str) -> tuple[str, ...]:
         return tuple(n.strip() for n in text.split(",") if n.strip())
@@ -616,6 +624,7 @@ def train_mlpf_command(
         workers=workers,
         samples=names(samples),
         cluster_sources=names(cluster_sources),
+        weights=MLPFLossWeights(per_event=per_event_loss),
     )
     try:
         metrics = train_mlpf(config, data_dir, output, log=console.print)

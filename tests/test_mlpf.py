@@ -248,3 +248,40 @@ def test_samples_can_have_their_own_number_of_events() -> None:
     for bad in ("jets_pu140:0", "jets_pu140:many", "ttbar"):
         with pytest.raises(ValueError, match=r"jets_pu140|ttbar"):
             MLPFTrainConfig(samples=(bad,)).sample_events()
+
+
+def test_the_loss_weighs_elements_or_events() -> None:
+    """Per element it is the class-weighted cross entropy over all elements; per event, a big
+    event of easy "none" elements no longer drowns a small event's particles."""
+    import torch.nn.functional as F
+
+    from recoserve.postprocess.candidates import NONE
+    from recoserve.train.mlpf import MLPFLossWeights, mlpf_loss
+
+    torch.manual_seed(0)
+    n_big, n_small = 200, 4
+    logits = torch.randn(n_big + n_small, 6)
+    regression = torch.rand(n_big + n_small, 5) + 0.5
+    target = torch.full((n_big + n_small,), NONE, dtype=torch.int64)
+    target[n_big:] = torch.tensor([1, 2, 3, 5])
+    segment = torch.cat(
+        [torch.zeros(n_big, dtype=torch.int64), torch.ones(n_small, dtype=torch.int64)]
+    )
+    true_regression = torch.rand(n_big + n_small, 5) + 0.5
+    per_element = mlpf_loss(
+        (logits, regression), target, true_regression, MLPFLossWeights(), segment
+    )
+    class_weight = torch.ones(6)
+    class_weight[NONE] = 0.5
+    expected = F.cross_entropy(logits, target, weight=class_weight)
+    assert torch.allclose(per_element["classification"], expected)
+    per_event = mlpf_loss(
+        (logits, regression), target, true_regression, MLPFLossWeights(per_event=True), segment
+    )
+    halves = [
+        F.cross_entropy(logits[s], target[s], weight=class_weight)
+        for s in (slice(0, n_big), slice(n_big, None))
+    ]
+    assert torch.allclose(per_event["classification"], (halves[0] + halves[1]) / 2)
+    # the regression only has the small event's particles: both ways agree there
+    assert torch.allclose(per_event["regression"], per_element["regression"])

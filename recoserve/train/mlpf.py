@@ -27,7 +27,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -209,6 +209,9 @@ def element_dataset(
 class MLPFLossWeights:
     none_weight: float = 0.5  # class weight of "none" (the most common target)
     regression: float = 1.0
+    # False: every element weighs the same, so a pileup event (thousands of elements, nearly all
+    # "none") outweighs dozens of jet events in a batch; True: every event weighs the same.
+    per_event: bool = False
 
 
 def mlpf_loss(
@@ -216,11 +219,17 @@ def mlpf_loss(
     target_class: torch.Tensor,
     target_regression: torch.Tensor,
     weights: MLPFLossWeights,
+    segment: torch.Tensor,
 ) -> dict[str, torch.Tensor]:
+    """Class-weighted cross entropy over all elements plus a Huber loss on the regression of
+    elements with a particle; means over elements or, with ``per_event``, over events."""
     logits, regression = outputs
     class_weight = torch.ones(logits.shape[1])
     class_weight[NONE] = weights.none_weight
-    classification = F.cross_entropy(logits, target_class, weight=class_weight)
+    cross_entropy = F.cross_entropy(logits, target_class, reduction="none")
+    classification = _weighted_mean(
+        cross_entropy, class_weight[target_class], segment, weights.per_event
+    )
     has = target_class != NONE
     if bool(has.any()):
         pred, true = regression[has], target_regression[has]
@@ -234,7 +243,11 @@ def mlpf_loss(
             ],
             dim=1,
         )
-        reg = F.huber_loss(terms, torch.zeros_like(terms), delta=0.2).mean() * 5.0
+        huber = F.huber_loss(terms, torch.zeros_like(terms), delta=0.2, reduction="none")
+        per_element = huber.mean(dim=1) * 5.0
+        reg = _weighted_mean(
+            per_element, torch.ones_like(per_element), segment[has], weights.per_event
+        )
     else:
         reg = logits.sum() * 0.0
     return {
@@ -242,6 +255,19 @@ def mlpf_loss(
         "classification": classification,
         "regression": reg,
     }
+
+
+def _weighted_mean(
+    values: torch.Tensor, weight: torch.Tensor, segment: torch.Tensor, per_event: bool
+) -> torch.Tensor:
+    """Weighted mean of per-element values, over all elements or per event then over events."""
+    if not per_event:
+        return (values * weight).sum() / weight.sum()
+    n = int(segment.max()) + 1
+    numerator = torch.zeros(n, dtype=values.dtype).index_add(0, segment, values * weight)
+    denominator = torch.zeros(n, dtype=values.dtype).index_add(0, segment, weight)
+    present = denominator > 0
+    return (numerator[present] / denominator[present]).mean()
 
 
 @dataclass(frozen=True)
@@ -289,7 +315,7 @@ def evaluate_loss(model: MLPF, data: ElementSet, weights: MLPFLossWeights) -> di
     with torch.no_grad():
         for events in _batches(len(data), 32):
             elements, segment, cls, reg = data.batch(events)
-            terms = mlpf_loss(model(elements, segment), cls, reg, weights)
+            terms = mlpf_loss(model(elements, segment), cls, reg, weights, segment)
             for key, value in terms.items():
                 sums[key] = sums.get(key, 0.0) + float(value) * len(events)
             n += len(events)
@@ -317,6 +343,8 @@ def train_mlpf(
     run = ResumableRun(state_path(output), config.seed)
     saved = run.saved_config
     model_config = MLPFConfig(**saved["model"]) if saved else config.model
+    # A resumed run keeps the loss it was started with.
+    config = replace(config, weights=MLPFLossWeights(**saved["weights"])) if saved else config
     model = MLPF(model_config)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-5)
@@ -329,7 +357,7 @@ def train_mlpf(
 
     def batch_loss(batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         elements, segment, cls, reg = batch
-        return mlpf_loss(model(elements, segment), cls, reg, config.weights)
+        return mlpf_loss(model(elements, segment), cls, reg, config.weights, segment)
 
     schedule = Schedule(
         config.minutes, config.max_steps, config.learning_rate, config.validate_every, lr_floor=0.02
