@@ -272,13 +272,22 @@ def start_triton(
     host: str = "127.0.0.1",
     api_key: str | None = None,
 ) -> Iterator[TritonServer]:
-    """Start Triton on ``repository``, wait until ready, stop it on exit."""
+    """Start Triton on ``repository``, wait until ready, stop it on exit. A Triton killed by a
+    signal while starting (seen: gRPC's event engine aborting on a closed descriptor) is
+    launched once more; one that exits with an error (a model that fails to load) is not."""
     server = TritonServer(
         repository, ports or Ports(*free_ports(3)), log_path, host=host, api_key=api_key
     )
     server.launch(extra_args)
     try:
-        server.wait_ready(timeout)
+        try:
+            server.wait_ready(timeout)
+        except TritonError:
+            if server.process is None or (server.process.returncode or 0) >= 0:
+                raise
+            server.stop()  # what is left of its process group
+            server.launch(extra_args, append_log=True)
+            server.wait_ready(timeout)
         yield server
     finally:
         server.stop()
