@@ -106,14 +106,19 @@ def sample_event(sample: str, split: str, index: int, simulators: dict[str, Simu
 PrepareJob = tuple[str, str, int, int, str, tuple[str, ...]]
 
 
-def _runner(sample: str, checkpoint: Path) -> ChainRunner:
-    """The clusterings of a sample's events, with its class's validation tunings."""
+def _runners(samples: tuple[str, ...], checkpoint: Path) -> dict[str, ChainRunner]:
+    """The clusterings of each sample's events, with its class's validation tunings (one
+    pipeline, loaded once, for all samples)."""
     from recoserve.inprocess import ClusteringPipeline, EventRecoPipeline
     from recoserve.metrics.chain_report import ChainRunner
     from recoserve.metrics.tuning_store import TuningStore
 
-    cls = JETS if sample == "jets_with_leptons" else EVENT_CLASSES[sample]
-    return ChainRunner(cls, EventRecoPipeline(ClusteringPipeline(checkpoint)), TuningStore())
+    pipeline = EventRecoPipeline(ClusteringPipeline(checkpoint))
+    store = TuningStore()
+    return {
+        s: ChainRunner(JETS if s == "jets_with_leptons" else EVENT_CLASSES[s], pipeline, store)
+        for s in samples
+    }
 
 
 def clustering_basis(
@@ -122,7 +127,7 @@ def clustering_basis(
     """Per sample and cluster source, what the clusters depend on (checkpoint, tuned
     thresholds, CLUE's parameters and calibration): elements prepared on another basis are
     prepared again."""
-    runners = {sample: _runner(sample, checkpoint) for sample in samples}
+    runners = _runners(samples, checkpoint)
     return {s: {src: runners[s].basis(src) for src in sources} for s in samples}
 
 
@@ -131,7 +136,7 @@ def _prepare_range(job: PrepareJob) -> list[tuple[np.ndarray, ...]]:
     turned into (elements, class targets, regression targets)."""
     sample, split, first, last, checkpoint, sources = job
     torch.set_num_threads(1)
-    runner = _runner(sample, Path(checkpoint))
+    runner = _runners((sample,), Path(checkpoint))[sample]
     simulators: dict[str, Simulator] = {}
     out: list[tuple[np.ndarray, ...]] = []
     for i in range(first, last):
