@@ -57,7 +57,7 @@ def endcaps(events: list[Event]) -> Iterator[tuple[Event, TruthObjects]]:
 
 
 def reach(model: GravNetOC, events: list[Event]) -> dict[str, float]:
-    offsets = model.config.offsets().numpy()
+    offsets = np.asarray(model.config.offsets())
     hops = offsets
     for _ in range(model.config.blocks - 1):
         hops = np.unique((hops[:, None] + offsets[None, :]).ravel())

@@ -13,7 +13,7 @@ import torch
 from recoserve.export.clustering import export_onnx
 from recoserve.export.network import max_abs_difference, run_onnx
 from recoserve.nn.gravnet import GravNetConfig, GravNetOC
-from recoserve.nn.knn import sort_order, window_offsets, windowed_knn
+from recoserve.nn.knn import CandidateSearch, sort_order, window_offsets, windowed_knn
 from recoserve.nn.losses import LOSSES, ObjectTargets, OCWeights, object_condensation_loss
 from recoserve.sim.particles import GunConfig
 from recoserve.sim.simulator import SimConfig, Simulator
@@ -58,6 +58,31 @@ def test_knn_never_crosses_events_and_flags_missing_neighbours() -> None:
     assert torch.all(segment[index][valid] == segment.unsqueeze(1).expand(10, 5)[valid])
     assert valid[7:].sum(1).tolist() == [3, 3, 3]  # the small event has only 3 hits
     assert torch.all(d2[~valid] >= 1e29)
+
+
+def test_knn_matches_a_gather_of_every_candidate_and_training_recomputes_the_same_distances() -> (
+    None
+):
+    """The slice-per-offset search against the plain definition (gather each hit's candidates
+    at its offsets in the sorted order, sort by distance); in training mode the chosen pairs'
+    distances are recomputed with gradients and equal TopK's values."""
+    torch.manual_seed(2)
+    n, k = 300, 9
+    offsets = (-7, -3, -2, -1, 0, 1, 2, 3, 7, 20)
+    coords = torch.randn(n, 4)
+    segment = torch.tensor([0] * 180 + [1] * 120)
+    search = CandidateSearch(offsets).eval()
+    row, d2, valid = search(coords, search.candidates(segment), k)
+    for i in range(n):
+        rows = [i + o for o in offsets if 0 <= i + o < n and segment[i + o] == segment[i]]
+        reference = sorted(float(((coords[i] - coords[j]) ** 2).sum()) for j in rows)[:k]
+        assert valid[i].sum() == len(reference)
+        np.testing.assert_allclose(d2[i][valid[i]].numpy(), reference, rtol=1e-6)
+        assert set(row[i][valid[i]].tolist()) <= set(rows)
+    trainable = coords.clone().requires_grad_(True)
+    _, again, _ = search.train()(trainable, search.candidates(segment), k)
+    assert again.requires_grad
+    np.testing.assert_allclose(again.detach().numpy(), d2.numpy(), rtol=1e-6)
 
 
 @pytest.mark.parametrize("design", ["first", "current"])

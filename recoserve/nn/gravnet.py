@@ -24,11 +24,11 @@ import torch
 from torch import Tensor, nn
 
 from recoserve.nn.knn import (
+    CandidateSearch,
     dilated_offsets,
     face_order,
     sort_order,
     window_offsets,
-    windowed_knn,
 )
 from recoserve.sim.geometry import HEX_AREA, N_EE, TILE_DETA, TILE_NPHI, Geometry
 
@@ -63,7 +63,7 @@ class GravNetConfig:
     def current() -> "GravNetConfig":
         return GravNetConfig(inputs="detector", candidates="dilated")
 
-    def offsets(self) -> Tensor:
+    def offsets(self) -> tuple[int, ...]:
         if self.candidates == "window":
             return window_offsets(self.window)
         if self.candidates == "dilated":
@@ -156,14 +156,16 @@ class DetectorFeatures(nn.Module):
 
 
 class GravNetBlock(nn.Module):
-    """Dense -> learned space + propagated features -> kNN aggregation (mean, max) -> dense."""
+    """Dense -> learned space + propagated features -> kNN aggregation (mean, max) -> dense.
 
-    offsets: torch.Tensor
+    Rows arrive sorted (``sort_order`` / ``face_order`` of the raw inputs), with ``exists`` from
+    ``CandidateSearch.candidates``: the network sorts once per forward, not every block, and
+    since every other layer works row by row it only puts its outputs back in order."""
 
     def __init__(self, n_in: int, config: GravNetConfig) -> None:
         super().__init__()
         self.k = config.k
-        self.register_buffer("offsets", config.offsets(), False)
+        self.search = CandidateSearch(config.offsets())
         self.pre = nn.Sequential(nn.Linear(n_in, config.hidden), nn.ELU())
         self.space = nn.Linear(config.hidden, config.space_dims)
         self.propagate = nn.Linear(config.hidden, config.propagate)
@@ -175,7 +177,7 @@ class GravNetBlock(nn.Module):
         )
         self.norm = nn.LayerNorm(config.hidden)
 
-    def forward(self, features: Tensor, segment: Tensor, order: Tensor) -> Tensor:
+    def forward(self, features: Tensor, penalty: Tensor) -> Tensor:
         h = self.pre(features)
         coords = self.space(h)
         prop = self.propagate(h)
@@ -183,7 +185,7 @@ class GravNetBlock(nn.Module):
         # to zero weight as it reaches the edge of the neighbourhood. The aggregation is then a
         # continuous function of the learned coordinates: two candidates at (almost) the same
         # distance at the edge, which 1e-7 differences between backends may swap, both weigh ~0.
-        index, d2, valid = windowed_knn(coords, segment, order, self.k + 1, self.offsets)
+        index, d2, valid = self.search(coords, penalty, self.k + 1)
         edge = torch.exp(-10.0 * d2[:, self.k :])
         weight = (torch.exp(-10.0 * d2[:, : self.k]) - edge).clamp(min=0.0)
         weight = weight * valid[:, : self.k].to(d2.dtype)
@@ -212,6 +214,7 @@ class GravNetOC(nn.Module):
         n_features = N_DETECTOR_FEATURES if self.detector else N_RAW_FEATURES
         self.inputs = nn.Sequential(nn.Linear(n_features, cfg.hidden), nn.ELU())
         self.blocks = nn.ModuleList([GravNetBlock(cfg.hidden, cfg) for _ in range(cfg.blocks)])
+        self.candidates = CandidateSearch(cfg.offsets())
         self.trunk = nn.Sequential(
             nn.Linear(cfg.hidden * cfg.blocks, 128),
             nn.ELU(),
@@ -232,12 +235,13 @@ class GravNetOC(nn.Module):
         if self.detector:
             features = torch.cat([features, self.detector_features(hits)], dim=1)
         order = face_order(hits, segment) if self.face_order else sort_order(hits, segment)
-        h = self.inputs(features)
+        h = self.inputs(features).index_select(0, order)
+        penalty = self.candidates.candidates(segment.index_select(0, order))  # once, every block
         outputs: list[Tensor] = []
         for block in self.blocks:
-            h = block(h, segment, order)
+            h = block(h, penalty)
             outputs.append(h)
-        trunk = self.trunk(torch.cat(outputs, dim=1))
+        trunk = self.trunk(torch.cat(outputs, dim=1)).index_select(0, torch.argsort(order))
         beta = torch.sigmoid(self.beta_head(trunk)).squeeze(1)
         ccoords = self.cluster_head(trunk)
         energy_factor = 1.0 + self.energy_head(trunk).squeeze(1)

@@ -18,14 +18,15 @@ candidates are bit-for-bit the same in eager PyTorch, TorchScript and ONNX Runti
 computed from learned coordinates would move with 1e-7 differences between GEMM kernels and
 reshuffle the blocks). The same function runs in training and in the exported graphs.
 
+No ``from __future__ import annotations`` here: TorchScript must read ``CandidateSearch``'s
+class-level buffer annotation as a type, not a string.
+
 ``segment`` (int64 [N]) separates events in a batch: it is the most significant part of the sort
 key and candidates from another segment are masked, so hits of two events never interact.
 """
 
-from __future__ import annotations
-
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 MORTON_BITS = 10  # per axis; with the segment and the row number the key fits in int64
 ROW_BITS = 20  # up to ~1M hits per request; segments (events per batch) up to 2^13
@@ -80,54 +81,91 @@ def face_order(hits: Tensor, segment: Tensor) -> Tensor:
     return torch.argsort(key)
 
 
-def window_offsets(window: int) -> Tensor:
+def window_offsets(window: int) -> tuple[int, ...]:
     """Every position within +-window: the candidates of ``sort_order`` networks."""
-    return torch.arange(-window, window + 1, dtype=torch.int64)
+    return tuple(range(-window, window + 1))
 
 
-def dilated_offsets(dense: int, reach: int, stride: int) -> Tensor:
+def dilated_offsets(dense: int, reach: int, stride: int) -> tuple[int, ...]:
     """Every position within +-dense, then every ``stride``-th out to +-reach."""
-    near = torch.arange(-dense, dense + 1, dtype=torch.int64)
-    far = torch.arange(stride * (dense // stride + 1), reach + 1, stride, dtype=torch.int64)
-    return torch.cat([-far.flip(0), near, far])
+    far = tuple(range(stride * (dense // stride + 1), reach + 1, stride))
+    return tuple(-o for o in reversed(far)) + tuple(range(-dense, dense + 1)) + far
+
+
+class CandidateSearch(nn.Module):
+    """k nearest neighbours in a learned space among the hits at fixed ``offsets`` (0
+    included) from each hit in the sorted order, same segment only: the neighbour search of
+    every GravNet block, written for the CPU.
+
+    Everything runs on rows already sorted (``sort_order`` / ``face_order``), so a candidate
+    at offset o of row i is row i + o: the squared distances to all candidates are one
+    shifted slice of a padded, feature-major copy of the coordinates per offset (the loop
+    over the constant offsets is unrolled in TorchScript and ONNX), never an [N, M, D]
+    gather or an int64 [N, M] index. Which candidates exist (inside the event, inside the
+    batch) does not depend on the block: ``candidates`` computes that mask once per forward.
+    In inference the selected distances are TopK's own values; in training they are
+    recomputed with gradients for the k chosen pairs only (the selection itself needs none).
+    """
+
+    __constants__ = ("offset_values", "reach")
+
+    offsets: Tensor
+
+    def __init__(self, offsets: tuple[int, ...]) -> None:
+        super().__init__()
+        self.offset_values = tuple(sorted(offsets, key=lambda o: (abs(o), o)))
+        offsets = self.offset_values
+        self.reach = max(abs(o) for o in offsets)
+        self.register_buffer("offsets", torch.tensor(offsets, dtype=torch.int64), False)
+
+    def candidates(self, segment: Tensor) -> Tensor:
+        """float [N, M]: 0 where row i + offsets[m] exists and is in row i's segment (rows
+        sorted), else FAR. Added to the squared distances, it rules a candidate out."""
+        n = segment.shape[0]
+        padded = torch.nn.functional.pad(segment, (self.reach, self.reach), value=-1.0)
+        other: list[Tensor] = []
+        for o in self.offset_values:
+            other.append(padded.narrow(0, self.reach + o, n))
+        missing = torch.stack(other, dim=1) != segment.unsqueeze(1)
+        return missing.to(torch.float32) * 1.0e30  # FAR
+
+    def forward(self, coords: Tensor, penalty: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+        """(row [N, k] int64, squared distance [N, k], valid [N, k] bool) of the k nearest
+        candidates of every sorted row of ``coords`` [N, D], nearest first; ``penalty`` from
+        ``candidates``. Invalid slots (events smaller than k) have distance FAR and point at a
+        row of no consequence (their weight must be zero)."""
+        n = coords.shape[0]
+        selection = coords.detach().t()
+        padded = torch.nn.functional.pad(selection, (self.reach, self.reach))
+        d2: list[Tensor] = []
+        for o in self.offset_values:
+            delta = padded.narrow(1, self.reach + o, n) - selection
+            d2.append((delta * delta).sum(0))
+        distance = torch.stack(d2, dim=0).t() + penalty  # d2 + FAR == FAR exactly
+        nearest, slot = torch.topk(distance, k, dim=1, largest=False, sorted=True)
+        row = torch.arange(n, dtype=torch.int64, device=coords.device).unsqueeze(1)
+        row = torch.clamp(
+            row + self.offsets.index_select(0, slot.reshape(-1)).reshape(n, k), 0, n - 1
+        )
+        valid = nearest < 1.0e29
+        if self.training:  # the chosen pairs' distances again, now with gradients
+            diff = coords.unsqueeze(1) - coords.index_select(0, row.reshape(-1)).reshape(n, k, -1)
+            nearest = torch.where(valid, (diff * diff).sum(-1), nearest)
+        return row, nearest, valid
 
 
 def windowed_knn(
-    coords: Tensor, segment: Tensor, order: Tensor, k: int, offsets: Tensor
+    coords: Tensor, segment: Tensor, order: Tensor, k: int, offsets: tuple[int, ...]
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Approximate k nearest neighbours (self included) of every row of ``coords`` [N, D].
-
-    ``order`` comes from ``sort_order`` or ``face_order``; the candidates of a hit are the hits
-    at ``offsets`` (int64 [M], 0 included) from it in that order, same segment only. Returns
-    (index [N, k] int64, squared distance [N, k], valid [N, k] bool); invalid slots (tiny
-    events) have index 0, distance FAR. Offsets relative to each hit (rather than fixed
-    blocks) make the candidates of an event's hits the same whether the event is processed
-    alone or inside a batch.
-    """
-    n = coords.shape[0]
-    d = coords.shape[1]
-    m = offsets.shape[0]
-    selection = coords.detach()  # select without gradients; chosen distances are redone below
-    srt = selection.index_select(0, order)
-    seg = segment.index_select(0, order)
-    offsets = offsets.to(coords.device)
-    cand_pos = torch.arange(n, device=coords.device).unsqueeze(1) + offsets.unsqueeze(0)
-    in_range = (cand_pos >= 0) & (cand_pos < n)
-    clamped = torch.where(in_range, cand_pos, torch.zeros_like(cand_pos))
-    flat = clamped.reshape(-1)
-    cand = srt.index_select(0, flat).reshape(n, m, d)
-    delta = srt.unsqueeze(1) - cand
-    d2 = (delta * delta).sum(-1)
-    ok = in_range & (seg.index_select(0, flat).reshape(n, m) == seg.unsqueeze(1))
-    d2 = torch.where(ok, d2, torch.full_like(d2, 1.0e30))  # FAR
-    _, slot = torch.topk(d2, k, dim=1, largest=False, sorted=True)
-    pos = torch.gather(clamped, 1, slot)
-    valid = torch.gather(ok, 1, slot)
+    """``CandidateSearch`` on rows in their original order (for tests and diagnostics; the
+    networks sort once per forward instead): (index [N, k], squared distance, valid)."""
+    search = CandidateSearch(offsets).eval()
+    penalty = search.candidates(segment.index_select(0, order))
+    row, d2, valid = search(coords.index_select(0, order), penalty, k)
     inverse = torch.argsort(order)
-    neighbour = order.index_select(0, pos.reshape(-1)).reshape(n, k).index_select(0, inverse)
-    valid = valid.index_select(0, inverse)
-    # Differentiable squared distances of the selected pairs (same arithmetic as above).
-    diff = coords.unsqueeze(1) - coords.index_select(0, neighbour.reshape(-1)).reshape(n, k, d)
-    selected = (diff * diff).sum(-1)
-    selected = torch.where(valid, selected, torch.full_like(selected, 1.0e30))
-    return neighbour, selected, valid
+    neighbour = order.index_select(0, row.reshape(-1)).reshape(row.shape)
+    return (
+        neighbour.index_select(0, inverse),
+        d2.index_select(0, inverse),
+        valid.index_select(0, inverse),
+    )

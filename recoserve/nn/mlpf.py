@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from recoserve.nn.gravnet import GravNetBlock, GravNetConfig
-from recoserve.nn.knn import sort_order
+from recoserve.nn.knn import CandidateSearch, sort_order
 
 N_CLASSES = 6
 N_REGRESSION = 5
@@ -110,6 +110,7 @@ class MLPF(nn.Module):
             nn.ELU(),
         )
         self.blocks = nn.ModuleList([GravNetBlock(cfg.hidden, graph) for _ in range(cfg.blocks)])
+        self.candidates = CandidateSearch(graph.offsets())
         width = cfg.hidden * (cfg.blocks + 1)
         self.class_head = nn.Sequential(
             nn.Linear(width, 128), nn.ELU(), nn.Linear(128, 64), nn.ELU(), nn.Linear(64, N_CLASSES)
@@ -125,14 +126,17 @@ class MLPF(nn.Module):
     def forward(self, elements: Tensor, segment: Tensor) -> tuple[Tensor, Tensor]:
         features = element_features(elements)
         order = sort_order(elements[:, 6:9], segment)
-        h = self.inputs(features)
+        h = self.inputs(features).index_select(0, order)
+        penalty = self.candidates.candidates(segment.index_select(0, order))  # once, every block
         outputs: list[Tensor] = [h]
         for block in self.blocks:
-            h = block(h, segment, order)
+            h = block(h, penalty)
             outputs.append(h)
         trunk = torch.cat(outputs, dim=1)
         class_logits = self.class_head(trunk)
         delta = self.regression_head(torch.cat([trunk, class_logits], dim=1))
+        inverse = torch.argsort(order)  # back to the elements' order
+        class_logits, delta = class_logits.index_select(0, inverse), delta.index_select(0, inverse)
         pt = torch.clamp(elements[:, 1], min=1e-2) * torch.exp(torch.clamp(delta[:, 0], -6.0, 3.0))
         eta = elements[:, 2] + delta[:, 1]
         sin_phi = elements[:, 3] + delta[:, 2]
