@@ -416,3 +416,30 @@ def test_your_own_checkpoint_is_served_and_equals_in_process(tmp_path: Path) -> 
             hits, _ = fresh_event(i)
             result = client.cluster(hits)
             np.testing.assert_array_equal(result.hit_cluster, reference.cluster(hits).hit_cluster)
+
+
+def test_the_chain_cost_benchmark_runs_both_chains_and_probes_memory(
+    repository: Path, server: TritonServer
+) -> None:
+    """``recoserve bench``'s first part on the smallest size: both chains' stages timed on the
+    same events, and the memory probes (a fresh process in-process; the server's processes)
+    report a peak at least what was there before the events."""
+    from recoserve.benchmark.chain_cost import (
+        measure_chain_cost,
+        peak_memory,
+        served_peak_memory,
+    )
+
+    (cost,) = measure_chain_cost(repository, ("5k",), events_per_size=1, repeats=1, log=print)
+    assert set(cost.ml_stages_ms) == {"network + condensation", "elements", "mlpf + decode"}
+    assert set(cost.classical_stages_ms) == {"clue", "elements", "rule-based pf"}
+    assert cost.ml_ms == pytest.approx(sum(cost.ml_stages_ms.values()))
+    assert cost.ml_over_classical == pytest.approx(cost.ml_ms / cost.classical_ms)
+    assert 3000 < cost.hits < 7000
+    probe = peak_memory(repository, "5k", calls=2)
+    assert probe["loaded_mb"] > 50
+    assert probe["peak_mb_after_each_call"][-1] >= probe["loaded_mb"]
+    assert server.process is not None
+    served = served_peak_memory([server.process.pid], server.grpc_url, "5k", calls=1)
+    assert served["peak_tree_mb"] >= served["idle_tree_mb"] > 0
+    assert any(label.startswith("event_reco_0_") for label in served["peak_per_process_mb"])

@@ -38,6 +38,15 @@ from typing import Any
 
 import numpy as np
 
+from recoserve.benchmark.chain_cost import (
+    CHAIN_SIZES,
+    ChainCost,
+    measure_chain_cost,
+    peak_memory,
+    plot_chain_cost,
+    served_peak_memory,
+)
+
 MODES = ("in-process", "grpc", "shm", "stream", "rest-binary", "rest-json", "naive")
 SIZES = {"1k": 2, "6k": 10, "10k": 18, "20k": 36, "60k": 106}  # label -> gun particles
 BENCH_SEED = 500
@@ -70,14 +79,24 @@ def bench_events(particles: int, n: int) -> list[Event]:
     return [(e.hits.features(), e.tracks.features()) for e in events]
 
 
+def _process_label(process: Any) -> str:
+    """A Triton Python-backend stub by its model instance (e.g. ``event_reco_0_1``), any other
+    process by its name; with the pid."""
+    words = process.cmdline()
+    stub = [w for w in words if w.count("_") >= 2 and w.rsplit("_", 2)[-1].isdigit()]
+    return f"{stub[0] if stub else process.name()} ({process.pid})"
+
+
 class ResourceMonitor:
-    """CPU time and peak RSS of a set of process trees, sampled in a thread."""
+    """CPU time and peak RSS of a set of process trees, sampled in a thread: of the trees
+    together (``peak``) and of each process (``process_peaks``, by pid and command line)."""
 
     def __init__(self, pids: list[int]) -> None:
         import psutil
 
         self.roots = [psutil.Process(p) for p in pids]
         self.peak = 0.0
+        self.process_peaks: dict[str, float] = {}
         self._stop = threading.Event()
         self._cpu0 = self._cpu()
         self._t0 = time.perf_counter()
@@ -106,7 +125,11 @@ class ResourceMonitor:
             rss = 0
             for p in self._tree():
                 with contextlib.suppress(Exception):
-                    rss += p.memory_info().rss
+                    mine = p.memory_info().rss
+                    rss += mine
+                    label = _process_label(p)
+                    peak = max(self.process_peaks.get(label, 0.0), mine / 2**20)
+                    self.process_peaks[label] = peak
             self.peak = max(self.peak, rss / 2**20)
             time.sleep(0.1)
 
@@ -213,10 +236,10 @@ def _in_process(repository: Path, events: list[Event], concurrency: int, n: int)
         latencies = pool.map(_run_one, [events[i % len(events)] for i in range(n)], chunksize=1)
         wall = time.perf_counter() - start
         cpu, peak = monitor.stop()
-    return _measurement("in-process", events, concurrency, n, wall, latencies, 0, cpu, peak)
+    return measurement_of("in-process", events, concurrency, n, wall, latencies, 0, cpu, peak)
 
 
-def _measurement(
+def measurement_of(
     mode: str,
     events: list[Event],
     concurrency: int,
@@ -274,120 +297,171 @@ def run_bench(
     modes: tuple[str, ...] = MODES,
     budget_s: float = 6.0,
     log: Callable[[str], None] = print,
+    chain_sizes: tuple[str, ...] = tuple(CHAIN_SIZES),
 ) -> list[Measurement]:
-    """Run every mode × size × concurrency; write CSV, JSON and a plot to ``output_dir``."""
+    """The chains' cost per event (ML vs classical, one core; ``chain_cost``), then every
+    serving mode × size × concurrency; CSV, JSON and plots to ``output_dir``. With ``modes``
+    empty, only the chains' cost (and memory) is measured."""
+    from recoserve.export.repository import build_repository
+    from recoserve.server.triton import start_triton
+
+    results: list[Measurement] = []
+    memory: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="recoserve-bench-") as tmp:
+        workdir = Path(tmp)
+        repository = workdir / "model_repository"
+        build_repository(repository, "local", parity=False)
+        costs = measure_chain_cost(repository, chain_sizes, log=log) if chain_sizes else []
+        if chain_sizes:
+            memory["in_process"] = peak_memory(repository, chain_sizes[-1])
+            log(f"ML chain in-process memory: {memory['in_process']}")
+        with start_triton(repository, log_path=workdir / "triton.log") as triton:
+            assert triton.process is not None
+            if chain_sizes:
+                memory["served"] = served_peak_memory(
+                    [triton.process.pid], triton.grpc_url, chain_sizes[-1]
+                )
+                log(f"served memory (Triton's process tree): {memory['served']}")
+            if modes:
+                results = _serving_modes(triton, repository, sizes, concurrencies, modes,
+                                         budget_s, log)  # fmt: skip
+    if costs:
+        write_chain_cost(costs, memory, output_dir)
+    if results:
+        write_results(results, output_dir)
+    return results
+
+
+def _serving_modes(
+    triton: Any,
+    repository: Path,
+    sizes: tuple[str, ...],
+    concurrencies: tuple[int, ...],
+    modes: tuple[str, ...],
+    budget_s: float,
+    log: Callable[[str], None],
+) -> list[Measurement]:
+    """Every serving mode × size × concurrency against the running ``triton``."""
     import httpx
 
     from recoserve.client import RecoClient
-    from recoserve.export.repository import build_repository
     from recoserve.server import bodies
-    from recoserve.server.triton import free_ports, start_triton
+    from recoserve.server.triton import free_ports
 
-    workdir = Path(tempfile.mkdtemp(prefix="recoserve-bench-"))
-    repository = workdir / "model_repository"
-    build_repository(repository, "local", parity=False)
     gateway_port, naive_port = free_ports(2)
     results: list[Measurement] = []
-    with start_triton(repository, log_path=workdir / "triton.log") as triton:
-        gateway_cmd = [
-            sys.executable, "-m", "recoserve.cli", "gateway", "--triton", triton.grpc_url,
-            "--port", str(gateway_port), "--rate-limit", "1000000",
-        ]  # fmt: skip
-        naive_cmd = [sys.executable, "-m", "recoserve.benchmark.naive_server", str(naive_port)]
-        with (
-            _process(gateway_cmd, f"http://127.0.0.1:{gateway_port}/healthz") as gateway,
-            _process(naive_cmd, f"http://127.0.0.1:{naive_port}/healthz") as naive,
-        ):
-            assert triton.process is not None
-            serving = {
-                "grpc": [triton.process.pid],
-                "shm": [triton.process.pid],
-                "stream": [triton.process.pid],
-                "rest-binary": [triton.process.pid, gateway.pid],
-                "rest-json": [triton.process.pid, gateway.pid],
-                "naive": [naive.pid],
+    gateway_cmd = [
+        sys.executable, "-m", "recoserve.cli", "gateway", "--triton", triton.grpc_url,
+        "--port", str(gateway_port), "--rate-limit", "1000000",
+    ]  # fmt: skip
+    naive_cmd = [sys.executable, "-m", "recoserve.benchmark.naive_server", str(naive_port)]
+    with (
+        _process(gateway_cmd, f"http://127.0.0.1:{gateway_port}/healthz") as gateway,
+        _process(naive_cmd, f"http://127.0.0.1:{naive_port}/healthz") as naive,
+    ):
+        assert triton.process is not None
+        serving = {
+            "grpc": [triton.process.pid],
+            "shm": [triton.process.pid],
+            "stream": [triton.process.pid],
+            "rest-binary": [triton.process.pid, gateway.pid],
+            "rest-json": [triton.process.pid, gateway.pid],
+            "naive": [naive.pid],
+        }
+        for size in sizes:
+            events = bench_events(SIZES[size], 6)
+            t0 = time.perf_counter()
+            _init_worker(str(repository))
+            for e in events[:2]:
+                _run_one(e)
+            one = (time.perf_counter() - t0) / 3  # rough seconds per event on one core
+            n_requests = int(np.clip(budget_s * 2 / max(one, 1e-3), 8, 400))
+
+            def rest(kind: str, port: int, path: str) -> tuple[Call, Callable[[], None]]:
+                client = httpx.Client(timeout=300)
+                url = f"http://127.0.0.1:{port}{path}"
+
+                def call(event: Event) -> None:
+                    hits, tracks = event
+                    if kind == "json":
+                        body = {"hits": hits.tolist(), "tracks": tracks.tolist()}
+                        response = client.post(url, json=body)
+                    else:
+                        buffer = io.BytesIO()
+                        np.savez(buffer, hits=hits, tracks=tracks)
+                        response = client.post(url, content=buffer.getvalue(), headers={
+                            "content-type": bodies.NPZ, "accept": bodies.NPZ})  # fmt: skip
+                        np.load(io.BytesIO(response.content))
+                    response.raise_for_status()
+                    if kind == "json":
+                        response.json()
+
+                return call, client.close
+
+            def grpc(shm: str) -> tuple[Call, Callable[[], None]]:
+                client = RecoClient(triton.grpc_url, shared_memory=shm, timeout=300)
+
+                def call(event: Event) -> None:
+                    client.reconstruct(event)
+
+                return call, client.close
+
+            factories: dict[str, MakeCall] = {
+                "grpc": lambda: grpc("never"),
+                "shm": lambda: grpc("always"),
+                "rest-binary": lambda: rest("npz", gateway_port, "/v1/reconstruct"),
+                "rest-json": lambda: rest("json", gateway_port, "/v1/reconstruct"),
+                "naive": lambda: rest("json", naive_port, "/reconstruct"),
             }
-            for size in sizes:
-                events = bench_events(SIZES[size], 6)
-                t0 = time.perf_counter()
-                _init_worker(str(repository))
-                for e in events[:2]:
-                    _run_one(e)
-                one = (time.perf_counter() - t0) / 3  # rough seconds per event on one core
-                n_requests = int(np.clip(budget_s * 2 / max(one, 1e-3), 8, 400))
-
-                def rest(kind: str, port: int, path: str) -> tuple[Call, Callable[[], None]]:
-                    client = httpx.Client(timeout=300)
-                    url = f"http://127.0.0.1:{port}{path}"
-
-                    def call(event: Event) -> None:
-                        hits, tracks = event
-                        if kind == "json":
-                            body = {"hits": hits.tolist(), "tracks": tracks.tolist()}
-                            response = client.post(url, json=body)
-                        else:
-                            buffer = io.BytesIO()
-                            np.savez(buffer, hits=hits, tracks=tracks)
-                            response = client.post(url, content=buffer.getvalue(), headers={
-                                "content-type": bodies.NPZ, "accept": bodies.NPZ})  # fmt: skip
-                            np.load(io.BytesIO(response.content))
-                        response.raise_for_status()
-                        if kind == "json":
-                            response.json()
-
-                    return call, client.close
-
-                def grpc(shm: str) -> tuple[Call, Callable[[], None]]:
-                    client = RecoClient(triton.grpc_url, shared_memory=shm, timeout=300)
-
-                    def call(event: Event) -> None:
-                        client.reconstruct(event)
-
-                    return call, client.close
-
-                factories: dict[str, MakeCall] = {
-                    "grpc": lambda: grpc("never"),
-                    "shm": lambda: grpc("always"),
-                    "rest-binary": lambda: rest("npz", gateway_port, "/v1/reconstruct"),
-                    "rest-json": lambda: rest("json", gateway_port, "/v1/reconstruct"),
-                    "naive": lambda: rest("json", naive_port, "/reconstruct"),
-                }
-                for concurrency in concurrencies:
-                    for mode in modes:
-                        if mode == "in-process":
-                            m = _in_process(repository, events, concurrency, n_requests)
-                        elif mode == "stream":
-                            with RecoClient(
-                                triton.grpc_url, shared_memory="never", timeout=300
-                            ) as client:
-                                list(client.reconstruct_many(events[:2], in_flight=2))
-                                monitor = ResourceMonitor(serving[mode])
-                                start = time.perf_counter()
-                                outs = list(client.reconstruct_many(
-                                    (events[i % len(events)] for i in range(n_requests)),
-                                    in_flight=concurrency))  # fmt: skip
-                                wall = time.perf_counter() - start
-                                cpu, peak = monitor.stop()
-                                errors = sum(1 for o in outs if o.error)
-                            m = _measurement(mode, events, concurrency, n_requests, wall, [],
-                                             errors, cpu, peak)  # fmt: skip
-                        else:
+            for concurrency in concurrencies:
+                for mode in modes:
+                    if mode == "in-process":
+                        m = _in_process(repository, events, concurrency, n_requests)
+                    elif mode == "stream":
+                        with RecoClient(
+                            triton.grpc_url, shared_memory="never", timeout=300
+                        ) as client:
+                            list(client.reconstruct_many(events[:2], in_flight=2))
                             monitor = ResourceMonitor(serving[mode])
-                            wall, latencies, errors = drive(
-                                factories[mode], events, concurrency, n_requests
-                            )
+                            start = time.perf_counter()
+                            outs = list(client.reconstruct_many(
+                                (events[i % len(events)] for i in range(n_requests)),
+                                in_flight=concurrency))  # fmt: skip
+                            wall = time.perf_counter() - start
                             cpu, peak = monitor.stop()
-                            m = _measurement(mode, events, concurrency, n_requests, wall,
-                                             latencies, errors, cpu, peak)  # fmt: skip
-                        m.size = size
-                        results.append(m)
-                        log(
-                            f"{size:>4} c={concurrency} {mode:<12} {m.events_per_s:7.2f} ev/s "
-                            f"p50 {m.p50_ms:8.1f} ms  cpu {m.cpu_cores:4.2f}  "
-                            f"rss {m.peak_rss_mb:6.0f} MB  errors {m.errors}"
+                            errors = sum(1 for o in outs if o.error)
+                        m = measurement_of(mode, events, concurrency, n_requests, wall, [],
+                                         errors, cpu, peak)  # fmt: skip
+                    else:
+                        monitor = ResourceMonitor(serving[mode])
+                        wall, latencies, errors = drive(
+                            factories[mode], events, concurrency, n_requests
                         )
-    write_results(results, output_dir)
+                        cpu, peak = monitor.stop()
+                        m = measurement_of(mode, events, concurrency, n_requests, wall,
+                                         latencies, errors, cpu, peak)  # fmt: skip
+                    m.size = size
+                    results.append(m)
+                    log(
+                        f"{size:>4} c={concurrency} {mode:<12} {m.events_per_s:7.2f} ev/s "
+                        f"p50 {m.p50_ms:8.1f} ms  cpu {m.cpu_cores:4.2f}  "
+                        f"rss {m.peak_rss_mb:6.0f} MB  errors {m.errors}"
+                    )
     return results
+
+
+def write_chain_cost(costs: list[ChainCost], memory: dict[str, Any], output_dir: Path) -> None:
+    """chain_cost.json (per size: ms per event of both chains and of each stage; memory) and
+    chain_cost.png."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+        "ml_over_classical": {c.size: c.ml_over_classical for c in costs},
+        "memory_mb": memory,
+        "sizes": [asdict(c) for c in costs],
+    }
+    (output_dir / "chain_cost.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plot_chain_cost(costs, output_dir / "chain_cost.png")
 
 
 def write_results(results: list[Measurement], output_dir: Path) -> None:

@@ -158,9 +158,11 @@ class DetectorFeatures(nn.Module):
 class GravNetBlock(nn.Module):
     """Dense -> learned space + propagated features -> kNN aggregation (mean, max) -> dense.
 
-    Rows arrive sorted (``sort_order`` / ``face_order`` of the raw inputs), with ``exists`` from
-    ``CandidateSearch.candidates``: the network sorts once per forward, not every block, and
-    since every other layer works row by row it only puts its outputs back in order."""
+    Rows arrive sorted (``sort_order`` / ``face_order`` of the raw inputs), with ``penalty``
+    from ``CandidateSearch.candidates``: the network sorts once per forward, not every block,
+    and since every other layer works row by row it only puts its outputs back in order."""
+
+    __constants__ = ("k",)  # the loop over neighbour slots is unrolled in the exported graph
 
     def __init__(self, n_in: int, config: GravNetConfig) -> None:
         super().__init__()
@@ -189,13 +191,16 @@ class GravNetBlock(nn.Module):
         edge = torch.exp(-10.0 * d2[:, self.k :])
         weight = (torch.exp(-10.0 * d2[:, : self.k]) - edge).clamp(min=0.0)
         weight = weight * valid[:, : self.k].to(d2.dtype)
-        index = index[:, : self.k]
-        neighbours = prop.index_select(0, index.reshape(-1)).reshape(
-            index.shape[0], self.k, prop.shape[1]
-        )
-        weighted = neighbours * weight.unsqueeze(2)
-        mean = weighted.sum(1) / self.k
-        maximum = weighted.amax(dim=1)
+        # One neighbour slot at a time: [N, P] temporaries instead of an [N, k, P] gather (at
+        # 186k hits: 800 MB peak instead of 1,370 MB; measured, docs/clustering.md).
+        index, weight = index.t().contiguous(), weight.t().unsqueeze(2).contiguous()
+        weighted = prop.index_select(0, index[0]) * weight[0]
+        total, maximum = weighted, weighted
+        for slot in range(1, self.k):
+            weighted = prop.index_select(0, index[slot]) * weight[slot]
+            total = total + weighted
+            maximum = torch.maximum(maximum, weighted)
+        mean = total / self.k
         return self.norm(self.post(torch.cat([h, mean, maximum], dim=1)))
 
 
