@@ -68,7 +68,7 @@ def test_knn_matches_a_gather_of_every_candidate_and_training_recomputes_the_sam
     distances are recomputed with gradients and equal TopK's values."""
     torch.manual_seed(2)
     n, k = 300, 9
-    offsets = (-7, -3, -2, -1, 0, 1, 2, 3, 7, 20)
+    offsets = (-20, -7, -3, -2, -1, 0, 1, 2, 3, 7, 20)
     coords = torch.randn(n, 4)
     segment = torch.tensor([0] * 180 + [1] * 120)
     search = CandidateSearch(offsets).eval()
@@ -83,6 +83,8 @@ def test_knn_matches_a_gather_of_every_candidate_and_training_recomputes_the_sam
     _, again, _ = search.train()(trainable, search.candidates(segment), k)
     assert again.requires_grad
     np.testing.assert_allclose(again.detach().numpy(), d2.numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match="symmetric"):
+        CandidateSearch((-1, 0, 1, 2))  # each pair's distance is computed once, from one side
 
 
 @pytest.mark.parametrize("design", ["first", "current"])

@@ -113,6 +113,8 @@ class CandidateSearch(nn.Module):
 
     def __init__(self, offsets: tuple[int, ...]) -> None:
         super().__init__()
+        if set(offsets) != {-o for o in offsets}:
+            raise ValueError("candidate offsets must be symmetric: o and -o")
         self.offset_values = tuple(sorted(offsets, key=lambda o: (abs(o), o)))
         offsets = self.offset_values
         self.reach = max(abs(o) for o in offsets)
@@ -137,10 +139,19 @@ class CandidateSearch(nn.Module):
         n = coords.shape[0]
         selection = coords.detach().t()
         padded = torch.nn.functional.pad(selection, (self.reach, self.reach))
+        # Each pair's distance once: row i's candidate at -o and row i - o's at +o are the same
+        # pair, so the one is the other shifted by o rows (offsets come as 0, -1, +1, -2, ...).
         d2: list[Tensor] = []
+        ahead = torch.zeros_like(selection[0])
         for o in self.offset_values:
-            delta = padded.narrow(1, self.reach + o, n) - selection
-            d2.append((delta * delta).sum(0))
+            if o < 0:
+                delta = padded.narrow(1, self.reach - o, n) - selection
+                ahead = (delta * delta).sum(0)  # d(i, i - o)
+                d2.append(torch.nn.functional.pad(ahead, (-o, 0)).narrow(0, 0, n))
+            elif o > 0:
+                d2.append(ahead)
+            else:
+                d2.append(torch.zeros_like(ahead))
         distance = torch.stack(d2, dim=0).t() + penalty  # d2 + FAR == FAR exactly
         nearest, slot = torch.topk(distance, k, dim=1, largest=False, sorted=True)
         row = torch.arange(n, dtype=torch.int64, device=coords.device).unsqueeze(1)
