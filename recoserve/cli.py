@@ -1331,7 +1331,7 @@ def bench(
         modes=MODES if serving else (),
         budget_s=2.0 if quick else budget,
         log=console.print,
-        chain_sizes=("3k", "20k") if quick else tuple(CHAIN_SIZES),
+        chain_sizes=("7k", "20k") if quick else tuple(CHAIN_SIZES),
     )
     console.print(f"{len(results)} serving measurements; all results in {output_dir}")
 

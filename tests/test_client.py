@@ -26,6 +26,8 @@ from recoserve.events.parquet import write_events
 from recoserve.inprocess import ClusteringPipeline, EventRecoPipeline
 from recoserve.server.triton import TritonServer, free_ports, start_triton
 from recoserve.sim.classes import pf_event
+from recoserve.sim.particles import GunConfig
+from recoserve.sim.simulator import SimConfig, Simulator
 
 FRESH_SEED = 921
 
@@ -94,6 +96,27 @@ def test_shared_memory_equals_plain_grpc(
     with RecoClient(server.grpc_url) as auto:
         auto.reconstruct(events[0])
         assert auto.servers[0].shm.registered() == 1
+
+
+def test_growing_shared_memory_regions_take_fresh_names_and_release_the_old_ones(
+    server: TritonServer, client: RecoClient, events: list
+) -> None:
+    """An event larger than the regions grows them under new names (the server may still hold
+    the old ones just after answering: re-registering a held name is refused), and the server
+    ends up with only the grown pair registered; the answers are plain gRPC's."""
+    big = Simulator(SimConfig(gun=GunConfig(n_particles=60))).event(FRESH_SEED, 99)  # ~36k hits
+    with RecoClient(server.grpc_url, shared_memory="always") as shm:
+        shm.reconstruct(events[0])
+        pair = shm.servers[0].shm.pairs[0]
+        small_tag, small_size = pair.tag, pair.size
+        same(shm.reconstruct(big), client.reconstruct(big), exact=False)
+        assert pair.size > small_size and pair.tag != small_tag
+        assert not shm.servers[0].shm_failed and not pair.unreleased
+        status = shm.servers[0].client.get_system_shared_memory_status(as_json=True)
+        assert sorted(status.get("regions", {})) == [
+            f"recoserve_{pair.tag}_in",
+            f"recoserve_{pair.tag}_out",
+        ]
 
 
 def test_threads_sharing_one_client_get_their_own_answers(

@@ -301,11 +301,16 @@ class _SharedMemory:
         self.tag = uuid.uuid4().hex[:12]
         self.size = 0
         self.regions: dict[str, Any] = {}
+        self.unreleased: list[str] = []  # names the server refused to unregister (still in use)
 
     def ensure(self, size: int) -> None:
         if size <= self.size:
             return
         self.close()
+        # Grown regions get fresh names: the server may still hold the old ones for a moment
+        # after answering (it releases a request's regions asynchronously), and registering a
+        # name it holds fails with ALREADY_EXISTS (seen under load in `recoserve bench`).
+        self.tag = uuid.uuid4().hex[:12]
         self.size = max(size, 1 << 20)
         for kind in ("in", "out"):
             name = f"recoserve_{self.tag}_{kind}"
@@ -316,14 +321,20 @@ class _SharedMemory:
             )
 
     def close(self) -> None:
-        for kind, handle in self.regions.items():
-            name = f"recoserve_{self.tag}_{kind}"
-            with contextlib.suppress(Exception):
-                self.client.unregister_system_shared_memory(name, headers=self.headers)
+        names = [f"recoserve_{self.tag}_{kind}" for kind in self.regions]
+        for handle in self.regions.values():
             with contextlib.suppress(Exception):
                 self.shm.destroy_shared_memory_region(handle)
+        self.unreleased = [name for name in self.unreleased + names if not self._unregister(name)]
         self.regions = {}
         self.size = 0
+
+    def _unregister(self, name: str) -> bool:
+        try:
+            self.client.unregister_system_shared_memory(name, headers=self.headers)
+            return True
+        except Exception:
+            return False
 
 
 class _RegionPool:
