@@ -72,7 +72,7 @@ def test_knn_matches_a_gather_of_every_candidate_and_training_recomputes_the_sam
     coords = torch.randn(n, 4)
     segment = torch.tensor([0] * 180 + [1] * 120)
     search = CandidateSearch(offsets).eval()
-    row, d2, valid = search(coords, search.candidates(segment), k)
+    row, d2, valid = search(coords, search.penalty(segment), k)
     for i in range(n):
         rows = [i + o for o in offsets if 0 <= i + o < n and segment[i + o] == segment[i]]
         reference = sorted(float(((coords[i] - coords[j]) ** 2).sum()) for j in rows)[:k]
@@ -80,7 +80,7 @@ def test_knn_matches_a_gather_of_every_candidate_and_training_recomputes_the_sam
         np.testing.assert_allclose(d2[i][valid[i]].numpy(), reference, rtol=1e-6)
         assert set(row[i][valid[i]].tolist()) <= set(rows)
     trainable = coords.clone().requires_grad_(True)
-    _, again, _ = search.train()(trainable, search.candidates(segment), k)
+    _, again, _ = search.train()(trainable, search.penalty(segment), k)
     assert again.requires_grad
     np.testing.assert_allclose(again.detach().numpy(), d2.numpy(), rtol=1e-6)
     with pytest.raises(ValueError, match="symmetric"):

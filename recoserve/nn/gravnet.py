@@ -159,7 +159,7 @@ class GravNetBlock(nn.Module):
     """Dense -> learned space + propagated features -> kNN aggregation (mean, max) -> dense.
 
     Rows arrive sorted (``sort_order`` / ``face_order`` of the raw inputs), with ``penalty``
-    from ``CandidateSearch.candidates``: the network sorts once per forward, not every block,
+    from ``CandidateSearch.penalty``: the network sorts once per forward, not every block,
     and since every other layer works row by row it only puts its outputs back in order."""
 
     __constants__ = ("k",)  # the loop over neighbour slots is unrolled in the exported graph
@@ -219,7 +219,7 @@ class GravNetOC(nn.Module):
         n_features = N_DETECTOR_FEATURES if self.detector else N_RAW_FEATURES
         self.inputs = nn.Sequential(nn.Linear(n_features, cfg.hidden), nn.ELU())
         self.blocks = nn.ModuleList([GravNetBlock(cfg.hidden, cfg) for _ in range(cfg.blocks)])
-        self.candidates = CandidateSearch(cfg.offsets())
+        self.candidate_search = CandidateSearch(cfg.offsets())
         self.trunk = nn.Sequential(
             nn.Linear(cfg.hidden * cfg.blocks, 128),
             nn.ELU(),
@@ -241,7 +241,7 @@ class GravNetOC(nn.Module):
             features = torch.cat([features, self.detector_features(hits)], dim=1)
         order = face_order(hits, segment) if self.face_order else sort_order(hits, segment)
         h = self.inputs(features).index_select(0, order)
-        penalty = self.candidates.candidates(segment.index_select(0, order))  # once, every block
+        penalty = self.candidate_search.penalty(segment.index_select(0, order))  # once, all blocks
         outputs: list[Tensor] = []
         for block in self.blocks:
             h = block(h, penalty)

@@ -102,7 +102,7 @@ class CandidateSearch(nn.Module):
     shifted slice of a padded, feature-major copy of the coordinates per offset (the loop
     over the constant offsets is unrolled in TorchScript and ONNX), never an [N, M, D]
     gather or an int64 [N, M] index. Which candidates exist (inside the event, inside the
-    batch) does not depend on the block: ``candidates`` computes that mask once per forward.
+    batch) does not depend on the block: ``penalty`` computes that mask once per forward.
     In inference the selected distances are TopK's own values; in training they are
     recomputed with gradients for the k chosen pairs only (the selection itself needs none).
     """
@@ -120,7 +120,7 @@ class CandidateSearch(nn.Module):
         self.reach = max(abs(o) for o in offsets)
         self.register_buffer("offsets", torch.tensor(offsets, dtype=torch.int64), False)
 
-    def candidates(self, segment: Tensor) -> Tensor:
+    def penalty(self, segment: Tensor) -> Tensor:
         """float [N, M]: 0 where row i + offsets[m] exists and is in row i's segment (rows
         sorted), else FAR. Added to the squared distances, it rules a candidate out."""
         n = segment.shape[0]
@@ -134,7 +134,7 @@ class CandidateSearch(nn.Module):
     def forward(self, coords: Tensor, penalty: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
         """(row [N, k] int64, squared distance [N, k], valid [N, k] bool) of the k nearest
         candidates of every sorted row of ``coords`` [N, D], nearest first; ``penalty`` from
-        ``candidates``. Invalid slots (events smaller than k) have distance FAR and point at a
+        the method of that name. Invalid slots (events smaller than k) have distance FAR and point at a
         row of no consequence (their weight must be zero)."""
         n = coords.shape[0]
         selection = coords.detach().t()
@@ -171,7 +171,7 @@ def windowed_knn(
     """``CandidateSearch`` on rows in their original order (for tests and diagnostics; the
     networks sort once per forward instead): (index [N, k], squared distance, valid)."""
     search = CandidateSearch(offsets).eval()
-    penalty = search.candidates(segment.index_select(0, order))
+    penalty = search.penalty(segment.index_select(0, order))
     row, d2, valid = search(coords.index_select(0, order), penalty, k)
     inverse = torch.argsort(order)
     neighbour = order.index_select(0, row.reshape(-1)).reshape(row.shape)

@@ -110,7 +110,7 @@ class MLPF(nn.Module):
             nn.ELU(),
         )
         self.blocks = nn.ModuleList([GravNetBlock(cfg.hidden, graph) for _ in range(cfg.blocks)])
-        self.candidates = CandidateSearch(graph.offsets())
+        self.candidate_search = CandidateSearch(graph.offsets())
         width = cfg.hidden * (cfg.blocks + 1)
         self.class_head = nn.Sequential(
             nn.Linear(width, 128), nn.ELU(), nn.Linear(128, 64), nn.ELU(), nn.Linear(64, N_CLASSES)
@@ -127,7 +127,7 @@ class MLPF(nn.Module):
         features = element_features(elements)
         order = sort_order(elements[:, 6:9], segment)
         h = self.inputs(features).index_select(0, order)
-        penalty = self.candidates.candidates(segment.index_select(0, order))  # once, every block
+        penalty = self.candidate_search.penalty(segment.index_select(0, order))  # once, all blocks
         outputs: list[Tensor] = [h]
         for block in self.blocks:
             h = block(h, penalty)
