@@ -134,8 +134,8 @@ class CandidateSearch(nn.Module):
     def forward(self, coords: Tensor, penalty: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
         """(row [N, k] int64, squared distance [N, k], valid [N, k] bool) of the k nearest
         candidates of every sorted row of ``coords`` [N, D], nearest first; ``penalty`` from
-        the method of that name. Invalid slots (events smaller than k) have distance FAR and point at a
-        row of no consequence (their weight must be zero)."""
+        the method of that name. Invalid slots (events smaller than k) have distance FAR and
+        point at a row of no consequence (their weight must be zero)."""
         n = coords.shape[0]
         selection = coords.detach().t()
         padded = torch.nn.functional.pad(selection, (self.reach, self.reach))
