@@ -13,7 +13,7 @@ import torch
 from recoserve.export.clustering import export_onnx
 from recoserve.export.network import max_abs_difference, run_onnx
 from recoserve.nn.gravnet import GravNetConfig, GravNetOC
-from recoserve.nn.knn import CandidateSearch, sort_order, window_offsets, windowed_knn
+from recoserve.nn.knn import CandidateSearch, sort_order, window_offsets
 from recoserve.nn.losses import LOSSES, ObjectTargets, OCWeights, object_condensation_loss
 from recoserve.sim.particles import GunConfig
 from recoserve.sim.simulator import SimConfig, Simulator
@@ -25,6 +25,30 @@ from recoserve.train.targets import event_targets
 def small_event_hits(n_particles: int, seed: int = 3) -> np.ndarray:
     sim = Simulator(SimConfig(gun=GunConfig(n_particles=n_particles)))
     return sim.event(seed, 0).hits.features()
+
+
+Tensors = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def windowed_knn(
+    coords: torch.Tensor,
+    segment: torch.Tensor,
+    order: torch.Tensor,
+    k: int,
+    offsets: tuple[int, ...],
+) -> Tensors:
+    """``CandidateSearch`` on rows in their original order, as the networks use it (sorted once
+    by ``order``, back in order after): (index [N, k], squared distance, valid)."""
+    search = CandidateSearch(offsets).eval()
+    penalty = search.penalty(segment.index_select(0, order))
+    row, d2, valid = search(coords.index_select(0, order), penalty, k)
+    inverse = torch.argsort(order)
+    neighbour = order.index_select(0, row.reshape(-1)).reshape(row.shape)
+    return (
+        neighbour.index_select(0, inverse),
+        d2.index_select(0, inverse),
+        valid.index_select(0, inverse),
+    )
 
 
 @pytest.fixture(scope="module")

@@ -425,6 +425,8 @@ def test_the_chain_cost_benchmark_runs_both_chains_and_probes_memory(
     same events, and the memory probes (a fresh process in-process; the server's processes)
     report a peak at least what was there before the events."""
     from recoserve.benchmark.chain_cost import (
+        CHAIN_SIZES,
+        gun_events,
         measure_chain_cost,
         peak_memory,
         served_peak_memory,
@@ -436,10 +438,11 @@ def test_the_chain_cost_benchmark_runs_both_chains_and_probes_memory(
     assert cost.ml_ms == pytest.approx(sum(cost.ml_stages_ms.values()))
     assert cost.ml_over_classical == pytest.approx(cost.ml_ms / cost.classical_ms)
     assert 3000 < cost.hits < 7000
-    probe = peak_memory(repository, "5k", calls=2)
+    small = gun_events(CHAIN_SIZES["5k"], 1)[0]
+    probe = peak_memory(repository, small, calls=2)
     assert probe["loaded_mb"] > 50
     assert probe["peak_mb_after_each_call"][-1] >= probe["loaded_mb"]
     assert server.process is not None
-    served = served_peak_memory([server.process.pid], server.grpc_url, "5k", calls=1)
+    served = served_peak_memory([server.process.pid], server.grpc_url, small, calls=1)
     assert served["peak_tree_mb"] >= served["idle_tree_mb"] > 0
     assert any(label.startswith("event_reco_0_") for label in served["peak_per_process_mb"])

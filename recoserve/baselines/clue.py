@@ -28,6 +28,8 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from recoserve.events.model import Hits
+from recoserve.postprocess.assignment import clusters_from_assignment
+from recoserve.postprocess.condensation import Clusters
 from recoserve.sim.digitize import ReadoutConfig
 from recoserve.sim.geometry import GEOMETRY, N_EE, TILE, Z_FRONT, decode_cell_id
 
@@ -225,6 +227,16 @@ class ClueCalibration:
         """float64 [k]: calibrated energy of each cluster."""
         ee, he = section_energies(hit_energy, hit_layer, hit_cluster, k)
         return self.ee_scale * ee + self.he_scale * he
+
+
+def calibrated_clusters(
+    hits: Hits, assignment: np.ndarray, calibration: ClueCalibration
+) -> Clusters:
+    """``Clusters`` of a per-hit ``assignment`` (CLUE's showers, the truth assignment) with
+    section-calibrated energies: what every chain feeds to the PF elements."""
+    k = int(assignment.max(initial=-1)) + 1
+    energy = calibration.energies(hits.energy, hits.layer, assignment, k)
+    return clusters_from_assignment(hits.features(), assignment, energy)
 
 
 def section_energies(

@@ -18,7 +18,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,30 +42,45 @@ class ChainCost:
     classical_stages_ms: dict[str, float] = field(default_factory=dict)
 
 
-def chain_events(particles: int, n: int) -> list[Any]:
-    """``n`` particle-gun events (full ``Event`` objects: CLUE reads the hits' layers)."""
+def gun_events(particles: int, n: int, seed: int = CHAIN_SEED) -> list[Any]:
+    """``n`` particle-gun events (full ``Event`` objects: CLUE reads the hits' layers) of
+    ``particles`` particles each, from seed ``seed + particles``."""
     from recoserve.sim.particles import GunConfig
     from recoserve.sim.simulator import SimConfig, Simulator
 
     sim = Simulator(SimConfig(gun=GunConfig(n_particles=particles)))
-    return [sim.event(CHAIN_SEED + particles, i) for i in range(n)]
+    return [sim.event(seed + particles, i) for i in range(n)]
+
+
+def exported_pipeline(repository: Path) -> Any:
+    """The served chain in this process: the repository's exported networks in ONNX Runtime
+    (one thread) with the same post-processing (an ``EventRecoPipeline``)."""
+    from recoserve.inprocess import ClusteringPipeline, EventRecoPipeline
+
+    clustering = ClusteringPipeline(
+        backend="onnx", exported=repository / "gravnet_oc" / "1" / "model.onnx"
+    )
+    return EventRecoPipeline(
+        clustering, backend="onnx", exported=repository / "mlpf" / "1" / "model.onnx"
+    )
+
+
+def _elements(event: Any, clusters: Any) -> Any:
+    from recoserve.postprocess.elements import build_elements
+
+    return build_elements(event.hits.features(), event.tracks.features(), clusters)
 
 
 class Chains:
-    """The two chains as lists of named stages, each a function of the previous one's output."""
+    """The two chains as lists of named stages, each a function of the event and the previous
+    stage's output."""
 
     def __init__(self, repository: Path) -> None:
         from recoserve.baselines.clue import ClueCalibration, ClueParams
         from recoserve.baselines.pf import PFParams
-        from recoserve.inprocess import ClusteringPipeline, EventRecoPipeline
         from recoserve.sim.simulator import SimConfig
 
-        clustering = ClusteringPipeline(
-            backend="onnx", exported=repository / "gravnet_oc" / "1" / "model.onnx"
-        )
-        self.ml = EventRecoPipeline(
-            clustering, backend="onnx", exported=repository / "mlpf" / "1" / "model.onnx"
-        )
+        self.ml = exported_pipeline(repository)
         self.clue_params = ClueParams()
         self.calibration = ClueCalibration()
         self.pf_params = PFParams()
@@ -73,33 +88,24 @@ class Chains:
 
     def ml_stages(self) -> list[tuple[str, Callable[[Any, Any], Any]]]:
         from recoserve.postprocess.chain import cluster_events
-        from recoserve.postprocess.elements import build_elements
 
         clustering = self.ml.clustering
         return [
             ("network + condensation", lambda event, _: cluster_events(
                 clustering.network, [event.hits.features()], clustering.thresholds)[0]),
-            ("elements", lambda event, clusters: build_elements(
-                event.hits.features(), event.tracks.features(), clusters)),
+            ("elements", _elements),
             ("mlpf + decode", lambda _, elements: self.ml.candidates_from_elements(elements)),
         ]  # fmt: skip
 
     def classical_stages(self) -> list[tuple[str, Callable[[Any, Any], Any]]]:
-        from recoserve.baselines.clue import clue
+        from recoserve.baselines.clue import calibrated_clusters, clue
         from recoserve.baselines.pf import rule_based_pf
-        from recoserve.postprocess.assignment import clusters_from_assignment
-        from recoserve.postprocess.elements import build_elements
-
-        def clue_clusters(event: Any, _: Any) -> Any:
-            assignment = clue(event.hits, self.clue_params, self.readout).hit_cluster
-            k = int(assignment.max(initial=-1)) + 1
-            energy = self.calibration.energies(event.hits.energy, event.hits.layer, assignment, k)
-            return clusters_from_assignment(event.hits.features(), assignment, energy)
 
         return [
-            ("clue", clue_clusters),
-            ("elements", lambda event, clusters: build_elements(
-                event.hits.features(), event.tracks.features(), clusters)),
+            ("clue", lambda event, _: calibrated_clusters(
+                event.hits, clue(event.hits, self.clue_params, self.readout).hit_cluster,
+                self.calibration)),
+            ("elements", _elements),
             ("rule-based pf", lambda _, elements: rule_based_pf(elements, self.pf_params)),
         ]  # fmt: skip
 
@@ -127,7 +133,7 @@ def measure_chain_cost(
     ml, classical = chains.ml_stages(), chains.classical_stages()
     results = []
     for size in sizes:
-        events = chain_events(CHAIN_SIZES[size], events_per_size)
+        events = gun_events(CHAIN_SIZES[size], events_per_size)
         _run(ml, events[0])  # warm-up: first-call allocations
         _run(classical, events[0])
         ml_times: dict[str, list[float]] = {name: [] for name, _ in ml}
@@ -170,14 +176,7 @@ def _peak_rss_mb() -> float:
 
 
 def _peak_rss_child(repository: str, event_file: str, calls: int, answer: Any) -> None:
-    from recoserve.inprocess import ClusteringPipeline, EventRecoPipeline
-
-    root = Path(repository)
-    pipeline = EventRecoPipeline(
-        ClusteringPipeline(backend="onnx", exported=root / "gravnet_oc" / "1" / "model.onnx"),
-        backend="onnx",
-        exported=root / "mlpf" / "1" / "model.onnx",
-    )
+    pipeline = exported_pipeline(Path(repository))
     event = np.load(event_file)
     loaded = _peak_rss_mb()
     peaks = []
@@ -187,11 +186,10 @@ def _peak_rss_child(repository: str, event_file: str, calls: int, answer: Any) -
     answer.put({"loaded_mb": loaded, "peak_mb_after_each_call": peaks})
 
 
-def peak_memory(repository: Path, size: str = "200k", calls: int = 4) -> dict[str, Any]:
+def peak_memory(repository: Path, event: Any, calls: int = 4) -> dict[str, Any]:
     """Peak resident memory (MB) of a fresh process that loads the ML chain and runs it
-    ``calls`` times on one event of ``size`` (simulated here, so that the simulation's memory
-    is not counted): after loading, and after each call (steady = the last one)."""
-    event = chain_events(CHAIN_SIZES[size], 1)[0]
+    ``calls`` times on ``event`` (simulated by the caller, so that the simulation's memory is
+    not counted): after loading, and after each call (steady = the last one)."""
     context = multiprocessing.get_context("spawn")
     answer = context.Queue()
     with tempfile.TemporaryDirectory() as tmp:
@@ -207,7 +205,7 @@ def peak_memory(repository: Path, size: str = "200k", calls: int = 4) -> dict[st
             child.join(30)
             if child.is_alive():
                 child.kill()
-    return {"size": size, "hits": len(event.hits.energy), **result}
+    return {"hits": len(event.hits.energy), **result}
 
 
 def _answer_of(child: Any, answer: Any) -> dict[str, Any]:
@@ -224,15 +222,14 @@ def _answer_of(child: Any, answer: Any) -> dict[str, Any]:
 
 
 def served_peak_memory(
-    pids: list[int], grpc_url: str, size: str = "200k", calls: int = 4
+    pids: list[int], grpc_url: str, event: Any, calls: int = 4
 ) -> dict[str, Any]:
-    """Peak resident memory (MB) of the server's process tree while it reconstructs one event
-    of ``size`` ``calls`` times, of the tree before, and of each of its processes (a Triton
-    Python-backend stub per model instance)."""
+    """Peak resident memory (MB) of the server's process tree while it reconstructs ``event``
+    ``calls`` times, of the tree before, and of each of its processes (a Triton Python-backend
+    stub per model instance)."""
     from recoserve.benchmark.runner import ResourceMonitor
     from recoserve.client import RecoClient
 
-    event = chain_events(CHAIN_SIZES[size], 1)[0]
     before = ResourceMonitor(pids)
     time.sleep(0.5)
     _, idle = before.stop()
@@ -242,16 +239,11 @@ def served_peak_memory(
             client.reconstruct((event.hits.features(), event.tracks.features()))
     _, peak = monitor.stop()
     return {
-        "size": size,
         "hits": len(event.hits.energy),
         "idle_tree_mb": idle,
         "peak_tree_mb": peak,
         "peak_per_process_mb": dict(sorted(monitor.process_peaks.items())),
     }
-
-
-def as_rows(costs: list[ChainCost]) -> list[dict[str, Any]]:
-    return [asdict(c) for c in costs]
 
 
 def plot_chain_cost(costs: list[ChainCost], path: Path) -> None:

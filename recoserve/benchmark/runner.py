@@ -41,6 +41,8 @@ import numpy as np
 from recoserve.benchmark.chain_cost import (
     CHAIN_SIZES,
     ChainCost,
+    exported_pipeline,
+    gun_events,
     measure_chain_cost,
     peak_memory,
     plot_chain_cost,
@@ -71,12 +73,8 @@ class Measurement:
 
 
 def bench_events(particles: int, n: int) -> list[Event]:
-    from recoserve.sim.particles import GunConfig
-    from recoserve.sim.simulator import SimConfig, Simulator
-
-    sim = Simulator(SimConfig(gun=GunConfig(n_particles=particles)))
-    events = [sim.event(BENCH_SEED + particles, i) for i in range(n)]
-    return [(e.hits.features(), e.tracks.features()) for e in events]
+    """``n`` particle-gun events as (hits, tracks) tables, as clients send them."""
+    return [(e.hits.features(), e.tracks.features()) for e in gun_events(particles, n, BENCH_SEED)]
 
 
 def _process_label(process: Any) -> str:
@@ -209,15 +207,7 @@ def _init_worker(repository: str, pids: Any = None) -> None:
     if pids is not None:
         pids.put(os.getpid())
     os.environ["OMP_NUM_THREADS"] = "1"
-    from recoserve.inprocess import ClusteringPipeline, EventRecoPipeline
-
-    root = Path(repository)
-    clustering = ClusteringPipeline(
-        backend="onnx", exported=root / "gravnet_oc" / "1" / "model.onnx"
-    )
-    _PIPELINE = EventRecoPipeline(
-        clustering, backend="onnx", exported=root / "mlpf" / "1" / "model.onnx"
-    )
+    _PIPELINE = exported_pipeline(Path(repository))
 
 
 def _run_one(event: Event) -> float:
@@ -312,15 +302,15 @@ def run_bench(
         repository = workdir / "model_repository"
         build_repository(repository, "local", parity=False)
         costs = measure_chain_cost(repository, chain_sizes, log=log) if chain_sizes else []
-        if chain_sizes:
-            memory["in_process"] = peak_memory(repository, chain_sizes[-1])
+        largest = gun_events(CHAIN_SIZES[chain_sizes[-1]], 1)[0] if chain_sizes else None
+        if largest is not None:
+            memory["in_process"] = {"size": chain_sizes[-1], **peak_memory(repository, largest)}
             log(f"ML chain in-process memory: {memory['in_process']}")
         with start_triton(repository, log_path=workdir / "triton.log") as triton:
             assert triton.process is not None
-            if chain_sizes:
-                memory["served"] = served_peak_memory(
-                    [triton.process.pid], triton.grpc_url, chain_sizes[-1]
-                )
+            if largest is not None:
+                served = served_peak_memory([triton.process.pid], triton.grpc_url, largest)
+                memory["served"] = {"size": chain_sizes[-1], **served}
                 log(f"served memory (Triton's process tree): {memory['served']}")
             if modes:
                 results = _serving_modes(triton, repository, sizes, concurrencies, modes,

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from recoserve.baselines.clue import ClueCalibration, ClueParams, clue
+from recoserve.baselines.clue import ClueCalibration, ClueParams, calibrated_clusters, clue
 from recoserve.baselines.pf import (
     EM_CLUSTER,
     HADRONIC_CLUSTER,
@@ -52,7 +52,6 @@ from recoserve.metrics.tuning_store import (
     read_json,
     write_json,
 )
-from recoserve.postprocess.assignment import clusters_from_assignment
 from recoserve.postprocess.candidates import NEUTRAL_HADRON
 from recoserve.postprocess.chain import cluster_events
 from recoserve.postprocess.condensation import Clusters, CondensationThresholds
@@ -110,17 +109,15 @@ class ChainRunner:
         return {}
 
     def clusters(self, event: Event, source: str) -> Clusters:
-        hits = event.hits.features()
         if source == "network":
+            hits = event.hits.features()
             return cluster_events(self.pipeline.clustering.network, [hits], self.thresholds)[0]
         if source == "clue":
             assignment = clue(event.hits, self.clue_params, self.readout).hit_cluster
         elif source == "truth_assignment":
             assignment = truth_objects(event).hit_object
         if source in ("clue", "truth_assignment"):
-            k = int(assignment.max(initial=-1)) + 1
-            energy = self.calibration.energies(event.hits.energy, event.hits.layer, assignment, k)
-            return clusters_from_assignment(hits, assignment, energy)
+            return calibrated_clusters(event.hits, assignment, self.calibration)
         if source == "perfect":
             return truth_clusters(event)
         raise ValueError(f"unknown clustering {source!r}; known: {CLUSTERINGS}")

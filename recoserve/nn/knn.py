@@ -163,20 +163,3 @@ class CandidateSearch(nn.Module):
             diff = coords.unsqueeze(1) - coords.index_select(0, row.reshape(-1)).reshape(n, k, -1)
             nearest = torch.where(valid, (diff * diff).sum(-1), nearest)
         return row, nearest, valid
-
-
-def windowed_knn(
-    coords: Tensor, segment: Tensor, order: Tensor, k: int, offsets: tuple[int, ...]
-) -> tuple[Tensor, Tensor, Tensor]:
-    """``CandidateSearch`` on rows in their original order (for tests and diagnostics; the
-    networks sort once per forward instead): (index [N, k], squared distance, valid)."""
-    search = CandidateSearch(offsets).eval()
-    penalty = search.penalty(segment.index_select(0, order))
-    row, d2, valid = search(coords.index_select(0, order), penalty, k)
-    inverse = torch.argsort(order)
-    neighbour = order.index_select(0, row.reshape(-1)).reshape(row.shape)
-    return (
-        neighbour.index_select(0, inverse),
-        d2.index_select(0, inverse),
-        valid.index_select(0, inverse),
-    )
