@@ -604,6 +604,13 @@ def train_mlpf_command(
             "has a hundred times a jet event's elements). A resumed run keeps its own.",
         ),
     ] = False,
+    init_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="Start a new run from these weights (their architecture, a fresh "
+            "optimiser); ignored when <output>.state.pt is resumed."
+        ),
+    ] = None,
 ) -> None:
     """Train MLPF on elements of simulated events clustered by the committed network (and, with
     --cluster-sources, by CLUE and the truth assignment too); resumes <output>.state.pt if it
@@ -625,6 +632,7 @@ def train_mlpf_command(
         samples=names(samples),
         cluster_sources=names(cluster_sources),
         weights=MLPFLossWeights(per_event=per_event_loss),
+        init_from=str(init_from) if init_from else None,
     )
     try:
         metrics = train_mlpf(config, data_dir, output, log=console.print)

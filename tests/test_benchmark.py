@@ -363,11 +363,15 @@ def test_a_track_without_calorimeter_energy_is_a_muon_only_when_hard() -> None:
 
 def test_a_tuning_made_for_another_score_or_checkpoint_is_stale() -> None:
     from recoserve.metrics.showers import SCORE_VERSION
-    from recoserve.metrics.tuning_store import current_tuning
+    from recoserve.metrics.tuning_store import current_network_tuning, current_tuning
 
-    tuned = {"score": SCORE_VERSION, "checkpoint_sha256": "abc", "events": 200}
+    tuned = {"score": SCORE_VERSION, "weights_sha256": "abc", "events": 200}
     assert current_tuning(tuned, SCORE_VERSION, "abc")
     assert current_tuning(tuned, SCORE_VERSION)  # CLUE's: no checkpoint
     assert not current_tuning(tuned, SCORE_VERSION, "def")
     assert not current_tuning({**tuned, "score": "efficiency-minus-fakes"}, SCORE_VERSION, "abc")
     assert not current_tuning({"events": 200}, SCORE_VERSION)  # before scores were versioned
+    every = {"t_beta": 0.3, "t_d": 0.5, "seed_spacing": 2.0, "attach": 1.5}
+    assert current_network_tuning({**tuned, "thresholds": every}, SCORE_VERSION, "abc")
+    two = {"t_beta": 0.3, "t_d": 0.5}  # tuned before the fragment steps existed
+    assert not current_network_tuning({**tuned, "thresholds": two}, SCORE_VERSION, "abc")

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from recoserve.export.clustering import PARITY_TOLERANCE, export_clustering
 from recoserve.inprocess import ClusteringPipeline
 from recoserve.metrics.showers import summarize_clustering
-from recoserve.nn.checkpoint import DEFAULT_CLUSTERING_CHECKPOINT, load_clustering
+from recoserve.metrics.tuning_store import file_sha256
+from recoserve.nn.checkpoint import (
+    DEFAULT_CLUSTERING_CHECKPOINT,
+    load_clustering,
+    save_clustering,
+    weights_sha256,
+)
 from recoserve.nn.gravnet import GravNetConfig
 from recoserve.sim.particles import GunConfig
 from recoserve.sim.simulator import SimConfig, Simulator
@@ -30,8 +38,22 @@ def test_checkpoint_loads_with_its_provenance() -> None:
     assert info["steps"] > 100
     metrics = json.loads(DEFAULT_CLUSTERING_CHECKPOINT.with_suffix(".metrics.json").read_text())
     assert metrics["config"]["seed"] == info["seed"]
-    assert metrics["thresholds"] == {"t_beta": thresholds.t_beta, "t_d": thresholds.t_d}
+    assert metrics["thresholds"] == asdict(thresholds)
     assert metrics["history"] and GravNetConfig(**metrics["config"]["model"]) == model.config
+
+
+def test_the_weights_digest_ignores_thresholds_and_provenance(tmp_path: Path) -> None:
+    # Tunings are keyed by it: new thresholds in the served file must not make them stale.
+    model, thresholds, info = load_clustering()
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    save_clustering(a, model, thresholds, info)
+    save_clustering(b, model, replace(thresholds, attach=thresholds.attach + 1.0), {})
+    assert file_sha256(a) != file_sha256(b)
+    assert weights_sha256(a) == weights_sha256(b) == weights_sha256(DEFAULT_CLUSTERING_CHECKPOINT)
+    with torch.no_grad():
+        next(model.parameters()).add_(1e-3)
+    save_clustering(b, model, thresholds, info)
+    assert weights_sha256(b) != weights_sha256(a)
 
 
 def test_exports_match_eager_on_fresh_events(exported: dict[str, object]) -> None:

@@ -75,3 +75,30 @@ def test_many_hits_are_fast_enough_to_be_tree_based() -> None:
     assert len(c) == len(first)
     # Every true group ends up in exactly one cluster.
     assert all(len(np.unique(c.hit_cluster[owner == k])) == 1 for k in range(0, 300, 17))
+
+
+def test_seed_spacing_and_attach_keep_a_wide_shower_in_one_cluster() -> None:
+    # One shower whose hits spread wider than t_d: A (beta 0.9) at 0, B (0.8) at 1.5, C at 1.8;
+    # D at 5 is another thing's noise.
+    beta, coords = [0.9, 0.8, 0.1, 0.1], [[0, 0], [1.5, 0], [1.8, 0], [5, 0]]
+
+    def with_(**steps: float) -> list[int]:
+        t = CondensationThresholds(t_beta=0.5, t_d=1.0, **steps)
+        n = len(beta)
+        return condense(np.asarray(beta, np.float32), np.asarray(coords, float), np.ones(n),
+                        np.ones(n), np.zeros((n, 2)), np.zeros(n), np.zeros((n, 3)),
+                        t).hit_cluster.tolist()  # fmt: skip
+
+    assert with_() == [0, 1, 1, -1]  # B seeds a second cluster: the shower is split
+    assert with_(seed_spacing=2.0) == [0, -1, -1, -1]  # B opens none; its rim is left over
+    assert with_(seed_spacing=2.0, attach=2.0) == [0, 0, 0, -1]  # ... and joins A
+    assert with_(attach=2.0) == [0, 1, 1, -1]  # attach alone takes only unclaimed hits
+
+
+def test_thresholds_travel_as_triton_parameters() -> None:
+    t = CondensationThresholds(t_beta=0.2, t_d=0.5, seed_spacing=2.0, attach=1.5)
+    assert CondensationThresholds.from_params(t.as_params()) == t
+    # a repository written before the fragment steps existed condenses as it did
+    assert CondensationThresholds.from_params({"t_beta": "0.2", "t_d": "0.8"}) == (
+        CondensationThresholds(t_beta=0.2, t_d=0.8, seed_spacing=1.0, attach=0.0)
+    )

@@ -8,6 +8,7 @@ made of ordinary operations, so the exported graphs compute the same neighbours 
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,6 @@ def export_clustering(
         "parity": checks,
         "max_scaled_diff": check_parity(checks),
         "tolerance": PARITY_TOLERANCE,
-        "thresholds": {"t_beta": thresholds.t_beta, "t_d": thresholds.t_d},
+        "thresholds": asdict(thresholds),
         "checkpoint_info": info,
     }

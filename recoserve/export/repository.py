@@ -176,8 +176,7 @@ def build_repository(
         else {}
     )
     common = {
-        "t_beta": str(thresholds.t_beta),
-        "t_d": str(thresholds.t_d),
+        **thresholds.as_params(),
         "clustering_model": "gravnet_oc",
         "mlpf_model": "mlpf",
         "network_mode": mode,

@@ -47,11 +47,12 @@ from recoserve.metrics.pf_truth import pf_truth, truth_clusters
 from recoserve.metrics.showers import SCORE_VERSION
 from recoserve.metrics.tuning_store import (
     TuningStore,
+    current_network_tuning,
     current_tuning,
-    file_sha256,
     read_json,
     write_json,
 )
+from recoserve.nn.checkpoint import weights_sha256
 from recoserve.postprocess.candidates import NEUTRAL_HADRON
 from recoserve.postprocess.chain import cluster_events
 from recoserve.postprocess.condensation import Clusters, CondensationThresholds
@@ -71,12 +72,12 @@ class ChainRunner:
         self.readout = cls.config().readout
         # Stale tunings (another score, another checkpoint) are not used: the defaults are, and
         # the provenance says so.
-        self.checkpoint_sha256 = file_sha256(pipeline.clustering.checkpoint)
+        self.weights_sha256 = weights_sha256(pipeline.clustering.checkpoint)
         clue_tuned = read_json(store.clue(cls.name))
         if not current_tuning(clue_tuned, SCORE_VERSION):
             clue_tuned = {}
         net_tuned = read_json(store.network(cls.name))
-        if not current_tuning(net_tuned, SCORE_VERSION, self.checkpoint_sha256):
+        if not current_network_tuning(net_tuned, SCORE_VERSION, self.weights_sha256):
             net_tuned = {}
         self.clue_params = ClueParams(**clue_tuned["params"]) if clue_tuned else ClueParams()
         self.calibration = (
@@ -101,7 +102,7 @@ class ChainRunner:
         """What a clustering's output depends on besides the event: a PF calibration fit on
         it is redone when this changes."""
         if source == "network":
-            return {"checkpoint_sha256": self.checkpoint_sha256, **asdict(self.thresholds)}
+            return {"weights_sha256": self.weights_sha256, **asdict(self.thresholds)}
         if source == "clue":
             return {**asdict(self.clue_params), **asdict(self.calibration)}
         if source == "truth_assignment":

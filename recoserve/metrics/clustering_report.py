@@ -60,14 +60,16 @@ from recoserve.metrics.showers import (
     summarize_tables,
     truth_table,
 )
-from recoserve.metrics.tuning import CONDENSATION_AXES, Axis, grid_search
+from recoserve.metrics.tuning import Axis, grid_search, tune_condensation
 from recoserve.metrics.tuning_store import (
     TuningStore,
+    current_network_tuning,
     current_tuning,
     file_sha256,
     read_json,
     write_json,
 )
+from recoserve.nn.checkpoint import weights_sha256
 from recoserve.plotting import save_figure
 from recoserve.postprocess.chain import CLUSTERING_OUTPUT_WIDTHS, cluster_events, run_batched
 from recoserve.postprocess.condensation import CondensationThresholds, condense
@@ -187,7 +189,7 @@ def tune_network(prepared: Sequence[PreparedEvent]) -> dict[str, Any]:
         summary = _score_of(prepared, lambda e: _condense(_outputs(e), e.hit_energy, t))
         return selection_score(summary)
 
-    result = grid_search(score, CONDENSATION_AXES)
+    result = tune_condensation(score)
     return {"thresholds": result.best, "grid": result.as_dict()}
 
 
@@ -209,11 +211,13 @@ def tunings(
     on ``n_validation`` validation events and written there. A tuning made for another
     ``selection_score`` (``SCORE_VERSION``) is redone."""
     clue_path, net_path = store.clue(cls.name), store.network(cls.name)
-    sha = file_sha256(checkpoint)
+    sha = weights_sha256(checkpoint)
     clue, net = read_json(clue_path), read_json(net_path)
     clue_done = clue.get("events", 0) >= n_validation and current_tuning(clue, SCORE_VERSION)
     calibrated = "energy_calibration" in clue
-    net_done = net.get("events", 0) >= n_validation and current_tuning(net, SCORE_VERSION, sha)
+    net_done = net.get("events", 0) >= n_validation and current_network_tuning(
+        net, SCORE_VERSION, sha
+    )
     if clue_done and calibrated and net_done:
         return clue, net
     log(f"tuning on {n_validation} validation events of class {cls.name!r}")
@@ -232,7 +236,7 @@ def tunings(
         clue["energy_calibration"] = asdict(calibrate_clue(prepared, params))
         write_json(clue_path, clue)
     if not net_done:
-        net = {"class": cls.name, "checkpoint_sha256": sha, "events": n_validation}
+        net = {"class": cls.name, "weights_sha256": sha, "events": n_validation}
         net["score"] = SCORE_VERSION
         net.update(tune_network(prepared))
         write_json(net_path, net)

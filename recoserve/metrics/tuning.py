@@ -89,4 +89,29 @@ CONDENSATION_AXES = [
     # differs between networks (a grid that stops at 0.8 can leave only "no clusters" best).
     Axis("t_d", (0.2, 0.35, 0.5, 0.8, 1.2, 1.8), lower=0.05),
 ]
-"""The grid of the object-condensation thresholds, wherever they are tuned."""
+"""The grid of the seed and claim thresholds (the first stage of ``tune_condensation``)."""
+
+FRAGMENT_AXES = [
+    Axis("seed_spacing", (1.0, 1.5, 2.0, 3.0), lower=1.0),
+    Axis("attach", (0.0, 1.5, 2.0), lower=0.0),
+]
+"""The second stage's steps against fragments, tuned with t_d again (on the first stage's
+values): they work at its scale."""
+
+
+def tune_condensation(score: Callable[[dict[str, float]], float]) -> GridResult:
+    """All the condensation thresholds, in two grids (one over all four would cost 12x the
+    first): (t_beta, t_d) with the fragment steps off, then (t_d, seed_spacing, attach) at
+    that t_beta. The second grid holds the first's best point, so the result never scores
+    below it."""
+    off = {"seed_spacing": 1.0, "attach": 0.0}
+    first = grid_search(lambda p: score({**p, **off}), CONDENSATION_AXES)
+    t_beta = {"t_beta": first.best["t_beta"]}
+    t_d = Axis("t_d", tuple(sorted({p["t_d"] for p in first.points})), lower=0.05)
+    second = grid_search(lambda p: score({**t_beta, **p}), [t_d, *FRAGMENT_AXES])
+    return GridResult(
+        best={**t_beta, **second.best},
+        best_score=second.best_score,
+        points=[{**p, **off} for p in first.points] + [{**t_beta, **p} for p in second.points],
+        interior={**first.interior, **second.interior},
+    )

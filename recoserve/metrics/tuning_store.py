@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from recoserve.postprocess.condensation import CondensationThresholds
 
 CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
 
@@ -33,14 +35,22 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def current_tuning(
-    tuning: dict[str, Any], score: str, checkpoint_sha256: str | None = None
-) -> bool:
+def current_tuning(tuning: dict[str, Any], score: str, weights_sha256: str | None = None) -> bool:
     """Whether a stored tuning was made with today's ``selection_score`` (``score``) and, for
-    the network's thresholds, for this checkpoint: a stale tuning is no tuning."""
+    the network's thresholds, for these weights (``recoserve.nn.checkpoint.weights_sha256``:
+    the thresholds a checkpoint file carries can change without invalidating its tunings): a
+    stale tuning is no tuning."""
     if tuning.get("score") != score:
         return False
-    return checkpoint_sha256 is None or tuning.get("checkpoint_sha256") == checkpoint_sha256
+    return weights_sha256 is None or tuning.get("weights_sha256") == weights_sha256
+
+
+def current_network_tuning(tuning: dict[str, Any], score: str, weights_sha256: str) -> bool:
+    """``current_tuning`` for the network, with every condensation threshold tuned (a tuning
+    made before a threshold existed is redone)."""
+    tuned = set(tuning.get("thresholds", {}))
+    every = {f.name for f in fields(CondensationThresholds)}
+    return current_tuning(tuning, score, weights_sha256) and tuned == every
 
 
 def read_json(path: Path) -> dict[str, Any]:

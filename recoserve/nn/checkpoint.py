@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,17 @@ def _save(path: str | Path, fmt: str, model: GravNetOC | MLPF, extra: dict[str, 
     torch.save({**blob, **extra}, path)
 
 
+def weights_sha256(path: str | Path) -> str:
+    """A digest of a checkpoint's architecture and weights only: what a tuning of its outputs
+    depends on (the file's own digest also changes with its thresholds and provenance)."""
+    blob = dict(torch.load(Path(path), map_location="cpu", weights_only=True))
+    digest = hashlib.sha256(json.dumps(blob["config"], sort_keys=True).encode())
+    for name, tensor in sorted(blob["state_dict"].items()):
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _load(path: str | Path, what: str) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
@@ -36,8 +50,8 @@ def _load(path: str | Path, what: str) -> dict[str, Any]:
 def save_clustering(
     path: str | Path, model: GravNetOC, thresholds: CondensationThresholds, info: dict[str, Any]
 ) -> None:
-    thresholds_dict = {"t_beta": thresholds.t_beta, "t_d": thresholds.t_d}
-    _save(path, "recoserve-gravnet-oc-1", model, {"thresholds": thresholds_dict, "info": info})
+    extra = {"thresholds": asdict(thresholds), "info": info}
+    _save(path, "recoserve-gravnet-oc-1", model, extra)
 
 
 def load_clustering(

@@ -55,7 +55,7 @@ class _Model:
         self.version = args["model_version"]
 
     def thresholds(self) -> CondensationThresholds:
-        return CondensationThresholds(float(self.params["t_beta"]), float(self.params["t_d"]))
+        return CondensationThresholds.from_params(self.params)
 
     def network(self, kind: str) -> Network:
         """The clustering or MLPF network: an ONNX Runtime session in this process ("inline", the

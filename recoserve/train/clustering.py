@@ -200,20 +200,20 @@ def validation_metrics(
 def tune_thresholds(
     model: GravNetOC, events: list[Event], device: torch.device | None = None
 ) -> tuple[CondensationThresholds, list[dict[str, Any]]]:
-    """(t_beta, t_d) maximising ``selection_score`` on validation events (the grid grows until
-    its best point is inside)."""
+    """The condensation thresholds maximising ``selection_score`` on validation events
+    (``tune_condensation``: grids grown until their best points are inside)."""
     from recoserve.metrics.showers import selection_score, summarize_clustering
-    from recoserve.metrics.tuning import CONDENSATION_AXES, grid_search
+    from recoserve.metrics.tuning import tune_condensation
 
     outputs = [(event, predict(model, event, device)) for event in events]
 
     def score(point: dict[str, float]) -> float:
-        clustered = _cluster_all(outputs, CondensationThresholds(point["t_beta"], point["t_d"]))
+        clustered = _cluster_all(outputs, CondensationThresholds(**point))
         summary = summarize_clustering([(e, c.hit_cluster, c.energy) for e, c in clustered])
         return selection_score(summary)
 
-    result = grid_search(score, CONDENSATION_AXES)
-    return CondensationThresholds(result.best["t_beta"], result.best["t_d"]), result.points
+    result = tune_condensation(score)
+    return CondensationThresholds(**result.best), result.points
 
 
 def train_clustering(
@@ -292,7 +292,7 @@ def train_clustering(
     thresholds, grid = CondensationThresholds(), list[dict[str, Any]]()
     if config.tune:
         thresholds, grid = tune_thresholds(served, all_val)
-    log(f"thresholds: t_beta={thresholds.t_beta} t_d={thresholds.t_d}")
+    log(f"thresholds: {asdict(thresholds)}")
     metrics = {
         "steps": state["step"],
         "train_minutes": state["minutes"],

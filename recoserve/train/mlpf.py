@@ -13,7 +13,7 @@ what the served MLPF was trained on.
 
 Training is resumable like the clustering network's, with the same loop
 (``recoserve.train.loop.ResumableRun``): a cosine over ``max_steps`` steps, the whole state in
-``<output>.state.pt`` every few minutes. Prepared elements are cached per split, mix and
+``<output>.state.pt`` every few minutes. Prepared elements are cached per split, sample and
 ``clustering_basis`` (checkpoint, tuned thresholds, CLUE's parameters).
 
 Loss per element: cross entropy over the six classes, plus, for elements with a particle, a
@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from recoserve.events.model import Event
 from recoserve.metrics.pf_truth import pf_truth
-from recoserve.nn.checkpoint import DEFAULT_CLUSTERING_CHECKPOINT, save_mlpf
+from recoserve.nn.checkpoint import DEFAULT_CLUSTERING_CHECKPOINT, load_mlpf, save_mlpf
 from recoserve.nn.mlpf import MLPF, MLPFConfig
 from recoserve.postprocess.candidates import NONE
 from recoserve.sim.classes import EVENT_CLASSES, pf_event
@@ -82,6 +82,17 @@ class ElementSet:
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, **asdict(self))
+
+    @classmethod
+    def concatenate(cls, parts: list[ElementSet]) -> ElementSet:
+        """One set of the parts' events, in order."""
+        sizes = np.concatenate([np.diff(p.offsets) for p in parts])
+        return cls(
+            elements=np.concatenate([p.elements for p in parts]),
+            target_class=np.concatenate([p.target_class for p in parts]),
+            target_regression=np.concatenate([p.target_regression for p in parts]),
+            offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+        )
 
     @classmethod
     def load(cls, path: Path) -> ElementSet:
@@ -193,19 +204,41 @@ def element_dataset(
     workers: int = 2,
     sources: tuple[str, ...] = ("network",),
 ) -> ElementSet:
-    """Load the element set of this split, mix and sources from ``data_dir``, or prepare and
-    write it (one file per combination and ``clustering_basis``: a changed mix or clustering
-    never reuses another's elements)."""
+    """The element set of this split, mix and sources: each sample's part loaded from
+    ``data_dir`` or prepared and written there (one file per sample, count, sources and that
+    sample's ``clustering_basis``), so a mix that adds a sample prepares only that sample, and
+    a changed clustering never reuses another's elements."""
+    return ElementSet.concatenate(
+        [
+            _sample_elements(data_dir, split, sample, n, basis[sample], workers, sources)
+            for sample, n in n_events.items()
+        ]
+    )
+
+
+def sample_cache_path(
+    data_dir: Path, split: str, sample: str, n: int, basis: Any, sources: tuple[str, ...]
+) -> Path:
+    """Where one sample's prepared elements are cached."""
     digest = hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:12]
-    mix = "+".join(f"{name}{n}" for name, n in n_events.items())
-    path = data_dir / f"{split}-{mix}-{'+'.join(sources)}-{digest}.npz"
-    expected = sum(n_events.values()) * len(sources)
+    return data_dir / f"{split}-{sample}{n}-{'+'.join(sources)}-{digest}.npz"
+
+
+def _sample_elements(
+    data_dir: Path,
+    split: str,
+    sample: str,
+    n: int,
+    basis: Any,
+    workers: int,
+    sources: tuple[str, ...],
+) -> ElementSet:
+    path = sample_cache_path(data_dir, split, sample, n, basis, sources)
     if path.exists():
         data = ElementSet.load(path)
-        if len(data) == expected:
+        if len(data) == n * len(sources):
             return data
-    samples = tuple(n_events)
-    data = prepare_elements(n_events, split, workers, samples=samples, sources=sources)
+    data = prepare_elements({sample: n}, split, workers, samples=(sample,), sources=sources)
     data.save(path)
     return data
 
@@ -292,6 +325,7 @@ class MLPFTrainConfig:
     cluster_sources: tuple[str, ...] = ("network",)  # one example per event and source
     model: MLPFConfig = field(default_factory=MLPFConfig)
     weights: MLPFLossWeights = field(default_factory=MLPFLossWeights)
+    init_from: str | None = None  # start a new run from these weights (no optimiser state)
 
     def sample_events(self) -> tuple[dict[str, int], dict[str, int]]:
         """(training, validation) events per sample."""
@@ -347,10 +381,13 @@ def train_mlpf(
     )
     run = ResumableRun(state_path(output), config.seed)
     saved = run.saved_config
-    model_config = MLPFConfig(**saved["model"]) if saved else config.model
+    # A run started from other weights has their architecture; a resumed run keeps its own.
+    initial = load_mlpf(config.init_from)[0] if config.init_from and not saved else None
+    default_architecture = initial.config if initial is not None else config.model
+    model_config = MLPFConfig(**saved["model"]) if saved else default_architecture
     # A resumed run keeps the loss it was started with.
     config = replace(config, weights=MLPFLossWeights(**saved["weights"])) if saved else config
-    model = MLPF(model_config)
+    model = initial if initial is not None else MLPF(model_config)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-5)
     data = {"train": train_counts, "sources": sources, "clustering_basis": basis}
