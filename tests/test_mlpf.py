@@ -234,6 +234,17 @@ def test_mlpf_training_resumes_where_it_stopped(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == cached
     _, info = load_mlpf(output)
     assert info["steps"] == 6
+    # A new run from these weights on a mix that adds a sample: their architecture, a step
+    # count from zero, and only the new sample's elements prepared.
+    grown = MLPFTrainConfig(
+        **{**config.__dict__, "samples": ("jets_with_leptons", "gun:1"), "init_from": str(output)}
+    )
+    third = train_mlpf(grown, tmp_path / "data", tmp_path / "grown.pt", log=lambda _: None)
+    assert third["steps"] == 3 and third["config"]["init_from"] == str(output)
+    model, _ = load_mlpf(tmp_path / "grown.pt")
+    assert model.config.hidden == 16 != MLPFTrainConfig().model.hidden
+    added = sorted(set(p.name for p in (tmp_path / "data").iterdir()) - set(cached))
+    assert len(added) == 2 and all("-gun1-" in name for name in added)
 
 
 def test_samples_can_have_their_own_number_of_events() -> None:
