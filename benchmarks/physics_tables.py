@@ -32,8 +32,9 @@ def clustering_table(report: dict[str, Any]) -> str:
     )
     lines = [
         "| class (test events) | algorithm | eff. > 20 GeV | eff. 5-20 GeV | fake > 10 GeV "
-        "| fake > 1 GeV | response | resolution | eff. > 20 GeV, legacy truth | s/event |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| fake > 1 GeV | pileup clusters > 10 GeV | response | resolution "
+        "| eff. > 20 GeV, legacy truth | s/event |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key in keys:
         block = classes[key]
@@ -43,7 +44,9 @@ def clustering_table(report: dict[str, Any]) -> str:
             lines.append(
                 f"| {key} ({block['events']}) | {label} | {_fmt(s['efficiency_above_20GeV'])} "
                 f"| {_fmt(s['efficiency_5_20GeV'])} | {_fmt(s['fake_rate_above_10GeV'])} "
-                f"| {_fmt(s['fake_rate_above_1GeV'])} | {_fmt(s['response_median'])} "
+                f"| {_fmt(s['fake_rate_above_1GeV'])} "
+                f"| {_fmt(s.get('pileup_cluster_fraction_above_10GeV', float('nan')))} "
+                f"| {_fmt(s['response_median'])} "
                 f"| {_fmt(s['resolution'])} | {_fmt(legacy['efficiency_above_20GeV'])} "
                 f"| {_fmt(block['seconds_per_event'][algo + '_s'], 2)} |"
             )

@@ -797,7 +797,8 @@ def evaluate_clustering_command(
         table.add_column(column, justify="right")
     keys = (
         "efficiency_above_20GeV", "efficiency_5_20GeV", "fake_rate_above_10GeV",
-        "fake_rate_above_1GeV", "response_median", "resolution",
+        "fake_rate_above_1GeV", "pileup_cluster_fraction_above_10GeV", "response_median",
+        "resolution",
     )  # fmt: skip
     for key in keys:
         table.add_row(

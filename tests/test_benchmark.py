@@ -121,6 +121,25 @@ def test_local_energy_fraction() -> None:
 # -- clustering metrics ---------------------------------------------------------------------------
 
 
+def test_a_cluster_of_a_pileup_shower_is_counted_apart_not_as_a_fake() -> None:
+    """One hard-scatter shower, one pileup shower and a fragment: the pileup shower's cluster
+    is a pileup cluster (out of the fake rate), the fragment a fake; with the legacy truth
+    (pileup showers are objects) nothing is a pileup cluster."""
+    event = shower_event([(50, 0, 30, 211, 0), (-90, 0, 40, 211, 3)])
+    owners = event.hits.truth_particle
+    layer_of_hit = np.arange(len(owners)) % 9 // 3  # shower_event: 3 hits per layer
+    pred = np.where(owners == 1, 1, np.where((owners == 0) & (layer_of_hit == 2), 2, 0))
+    pred[owners < 0] = -1
+    energy = np.array([20.0, 40.0, 10.5])
+    s = summarize_clustering([(event, pred, energy)])
+    assert s["efficiency_above_20GeV"] == 1.0
+    assert s["fake_rate_above_10GeV"] == 0.5  # the fragment, of the two non-pileup clusters
+    assert s["pileup_cluster_fraction_above_10GeV"] == pytest.approx(1 / 3)
+    legacy = summarize_clustering([(event, pred, energy)], LEGACY)
+    assert legacy["pileup_cluster_fraction_above_10GeV"] == 0.0
+    assert legacy["efficiency_above_20GeV"] == 1.0 and legacy["fake_rate_above_10GeV"] == 1 / 3
+
+
 def test_metrics_on_a_hand_built_event_with_a_merge_and_a_fake() -> None:
     """Three resolvable showers; the algorithm merges the two 3 cm apart and adds a noise hit."""
     event = shower_event([(50, 0, 30, 22, 0), (53, 0, 25, 211, 0), (-90, 0, 40, 22, 0)])

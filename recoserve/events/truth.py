@@ -6,7 +6,9 @@ part of it for any algorithm; a pileup particle is background, not a shower to f
 algorithms against objects no detector can separate caps every algorithm at the same ceiling
 and hides the differences between them, so training and every evaluation use one definition:
 
-1. Hits of pileup particles (``interaction`` > 0) are background: object -1, like noise.
+1. Hits of pileup particles (``interaction`` > 0) are background: object -1, like noise
+   (``hit_pileup`` marks them: a cluster made of them is scored as a pileup cluster, not as a
+   fake; ``recoserve.metrics.showers``).
 2. Showers (not muons) in the same endcap whose energy-weighted hit centroids, projected to the
    calorimeter face (x * 320 cm / |z|), lie closer than ``merge_distance`` (2 cm, below the
    Molière radius) are one object; merging is transitive.
@@ -71,6 +73,9 @@ class TruthObjects:
     leader: np.ndarray  # int64 [K]: the member particle with the most hit energy
     n_particles: np.ndarray  # int64 [K]
     particle_object: np.ndarray  # int64 [P]: object of each particle, -1 = none
+    # bool [N]: hit of a pileup particle that the definition makes background (all False when
+    # pileup particles are objects): a cluster made of them is a pileup cluster, not a fake
+    hit_pileup: np.ndarray
 
     def __len__(self) -> int:
         return len(self.energy)
@@ -98,8 +103,10 @@ def truth_objects(event: Event, definition: TruthDefinition = RESOLVABLE) -> Tru
     owner = hits.truth_particle.astype(np.int64)
     energy = hits.energy.astype(np.float64)
     owned = owner >= 0
+    pileup = np.zeros(len(hits), dtype=bool)
     if definition.pileup_as_noise and len(parts):
-        owned &= parts.interaction[np.maximum(owner, 0)] == 0
+        pileup = owned & (parts.interaction[np.maximum(owner, 0)] > 0)
+        owned &= ~pileup
     candidates = np.unique(owner[owned])
     row = np.full(len(parts), -1, dtype=np.int64)
     row[candidates] = np.arange(len(candidates))
@@ -168,6 +175,7 @@ def truth_objects(event: Event, definition: TruthDefinition = RESOLVABLE) -> Tru
         leader=leader,
         n_particles=n_members,
         particle_object=particle_object,
+        hit_pileup=pileup,
     )
 
 

@@ -10,8 +10,13 @@ Definitions (used for the network and for CLUE alike, on the same events):
 - efficiency: matched true showers / true showers, in bins of true energy (down to 1 GeV), of
   the distance to the nearest other shower at the calorimeter face, and of the local shower
   energy fraction (the shower's energy over that of all showers within Delta R < 0.5);
-- fake rate: predicted clusters above 10 GeV (and above 1 GeV) that match no true shower / all
-  such clusters (a shower split in two leaves an unmatched piece: it counts as a fake);
+- pileup clusters: predicted clusters that match no true shower and whose hit energy is mostly
+  (> 50 %) that of pileup particles. They are real showers of the event, not a clustering's
+  mistake: telling pileup from the hard scatter is the particle flow's and timing's job. They
+  are counted apart (``pileup_cluster_fraction_above_*``: pileup clusters / all clusters);
+- fake rate: predicted clusters above 10 GeV (and above 1 GeV) that match no true shower /
+  all such clusters, pileup clusters left out of both (a shower split in two leaves an
+  unmatched piece: it counts as a fake);
 - response: predicted cluster energy / true energy of matched showers > 20 GeV; resolution:
   half the central 68 % interval of the response over its median.
 """
@@ -61,6 +66,7 @@ def truth_table(
     hit_cluster, cluster_energy = clustering
     m = match_showers(hit_energy, truth.hit_object, hit_cluster, truth_ids=np.arange(len(truth)))
     matched = m.truth_match >= 0
+    pileup_share = _pileup_share(hit_energy, truth.hit_pileup, hit_cluster, m.pred_ids)
     pred_energy = np.full(len(truth), np.nan)
     pred_energy[matched] = cluster_energy[m.pred_ids[m.truth_match[matched]]]
     return {
@@ -73,7 +79,20 @@ def truth_table(
         "local_fraction": truth.local_energy_fraction(),
         "cluster_energy": np.asarray(cluster_energy, dtype=np.float64)[m.pred_ids],
         "cluster_matched": m.pred_match >= 0,
+        "cluster_pileup": (m.pred_match < 0) & (pileup_share > 0.5),
     }
+
+
+def _pileup_share(
+    hit_energy: np.ndarray, hit_pileup: np.ndarray, hit_cluster: np.ndarray, ids: np.ndarray
+) -> np.ndarray:
+    """Per cluster in ``ids``: the share of its hit energy that pileup particles deposited."""
+    n = int(hit_cluster.max(initial=-1)) + 1
+    inside = hit_cluster >= 0
+    total = np.bincount(hit_cluster[inside], weights=hit_energy[inside], minlength=n)
+    pileup = inside & hit_pileup
+    from_pileup = np.bincount(hit_cluster[pileup], weights=hit_energy[pileup], minlength=n)
+    return (from_pileup / np.maximum(total, 1e-12))[ids]
 
 
 def summarize_clustering(
@@ -110,6 +129,7 @@ def summarize_tables(tables: list[dict[str, np.ndarray]]) -> dict[str, Any]:
     energy, cls, matched = cat("true_energy"), cat("class"), cat("matched").astype(bool)
     pred_energy = cat("pred_energy")
     cluster_energy, cluster_matched = cat("cluster_energy"), cat("cluster_matched").astype(bool)
+    pileup = cat("cluster_pileup").astype(bool)
     showers = cls != MIP
     above = showers & (energy > 20.0)
     response = pred_energy[above & matched] / energy[above & matched]
@@ -131,8 +151,10 @@ def summarize_tables(tables: list[dict[str, np.ndarray]]) -> dict[str, Any]:
         "efficiency_above_20GeV": _mean(matched[above]),
         "efficiency_5_20GeV": _mean(matched[mid]),
         "clusters_above_10GeV": int((cluster_energy > 10.0).sum()),
-        "fake_rate_above_10GeV": _mean(~cluster_matched[cluster_energy > 10.0]),
-        "fake_rate_above_1GeV": _mean(~cluster_matched[cluster_energy > 1.0]),
+        "fake_rate_above_10GeV": _mean(~cluster_matched[(cluster_energy > 10.0) & ~pileup]),
+        "fake_rate_above_1GeV": _mean(~cluster_matched[(cluster_energy > 1.0) & ~pileup]),
+        "pileup_cluster_fraction_above_10GeV": _mean(pileup[cluster_energy > 10.0]),
+        "pileup_cluster_fraction_above_1GeV": _mean(pileup[cluster_energy > 1.0]),
         "response_median": float(np.median(response)) if len(response) else float("nan"),
         "resolution": sigma_eff(response),
         "efficiency_vs_energy": _efficiency_bins(
@@ -148,7 +170,7 @@ def summarize_tables(tables: list[dict[str, np.ndarray]]) -> dict[str, Any]:
     }
 
 
-SCORE_VERSION = "f1-efficiency-purity"
+SCORE_VERSION = "f1-efficiency-purity/pileup-clusters-apart"
 """Names the ``selection_score`` formula. Stored tunings carry it and are redone when it changes:
 a tuning is only as good as the score it maximised."""
 
