@@ -390,7 +390,7 @@ def test_a_tuning_made_for_another_score_or_checkpoint_is_stale() -> None:
     assert not current_tuning(tuned, SCORE_VERSION, "def")
     assert not current_tuning({**tuned, "score": "efficiency-minus-fakes"}, SCORE_VERSION, "abc")
     assert not current_tuning({"events": 200}, SCORE_VERSION)  # before scores were versioned
-    every = {"t_beta": 0.3, "t_d": 0.5, "seed_spacing": 2.0, "attach": 1.5}
+    every = {"t_beta": 0.3, "t_d": 0.5, "seed_spacing": 2.0, "attach": 1.5, "energy_scale": 1.1}
     assert current_network_tuning({**tuned, "thresholds": every}, SCORE_VERSION, "abc")
     two = {"t_beta": 0.3, "t_d": 0.5}  # tuned before the fragment steps existed
     assert not current_network_tuning({**tuned, "thresholds": two}, SCORE_VERSION, "abc")

@@ -77,6 +77,25 @@ def test_many_hits_are_fast_enough_to_be_tree_based() -> None:
     assert all(len(np.unique(c.hit_cluster[owner == k])) == 1 for k in range(0, 300, 17))
 
 
+def test_the_energy_scale_multiplies_every_cluster_energy() -> None:
+    beta, coords = [0.9, 0.1, 0.8], [[0, 0], [0.3, 0], [5, 5]]
+    n = len(beta)
+    args = (np.asarray(beta, np.float32), np.asarray(coords, float), np.asarray([1.0, 2, 4]),
+            np.asarray([1.5, 1, 2.0]), np.zeros((n, 2)), np.zeros(n), np.zeros((n, 3)))  # fmt: skip
+    plain = condense(*args, CondensationThresholds(t_beta=0.5, t_d=1.0))
+    scaled = condense(*args, CondensationThresholds(t_beta=0.5, t_d=1.0, energy_scale=1.25))
+    np.testing.assert_allclose(plain.energy, [4.5, 8.0])
+    np.testing.assert_allclose(scaled.energy, plain.energy * 1.25)
+    np.testing.assert_array_equal(scaled.raw_energy, plain.raw_energy)
+
+
+def test_the_energy_scale_brings_the_median_response_to_one() -> None:
+    from recoserve.metrics.tuning import response_scale
+
+    assert response_scale({"response_median": 0.8}) == 1.25
+    assert response_scale({"response_median": float("nan")}) == 1.0  # nothing matched
+
+
 def test_seed_spacing_and_attach_keep_a_wide_shower_in_one_cluster() -> None:
     # One shower whose hits spread wider than t_d: A (beta 0.9) at 0, B (0.8) at 1.5, C at 1.8;
     # D at 5 is another thing's noise.
@@ -96,9 +115,9 @@ def test_seed_spacing_and_attach_keep_a_wide_shower_in_one_cluster() -> None:
 
 
 def test_thresholds_travel_as_triton_parameters() -> None:
-    t = CondensationThresholds(t_beta=0.2, t_d=0.5, seed_spacing=2.0, attach=1.5)
+    t = CondensationThresholds(t_beta=0.2, t_d=0.5, seed_spacing=2.0, attach=1.5, energy_scale=1.1)
     assert CondensationThresholds.from_params(t.as_params()) == t
     # a repository written before the fragment steps existed condenses as it did
     assert CondensationThresholds.from_params({"t_beta": "0.2", "t_d": "0.8"}) == (
-        CondensationThresholds(t_beta=0.2, t_d=0.8, seed_spacing=1.0, attach=0.0)
+        CondensationThresholds(t_beta=0.2, t_d=0.8, seed_spacing=1.0, attach=0.0, energy_scale=1.0)
     )

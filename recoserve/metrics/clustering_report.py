@@ -60,7 +60,7 @@ from recoserve.metrics.showers import (
     summarize_tables,
     truth_table,
 )
-from recoserve.metrics.tuning import Axis, grid_search, tune_condensation
+from recoserve.metrics.tuning import Axis, grid_search, response_scale, tune_condensation
 from recoserve.metrics.tuning_store import (
     TuningStore,
     current_network_tuning,
@@ -184,13 +184,14 @@ def _clue_params(point: dict[str, float]) -> ClueParams:
 
 
 def tune_network(prepared: Sequence[PreparedEvent]) -> dict[str, Any]:
-    def score(p: dict[str, float]) -> float:
-        t = CondensationThresholds(**p)
-        summary = _score_of(prepared, lambda e: _condense(_outputs(e), e.hit_energy, t))
-        return selection_score(summary)
+    """The condensation thresholds (``tune_condensation``), then the energy scale at them."""
 
-    result = tune_condensation(score)
-    return {"thresholds": result.best, "grid": result.as_dict()}
+    def summary(t: CondensationThresholds) -> dict[str, Any]:
+        return _score_of(prepared, lambda e: _condense(_outputs(e), e.hit_energy, t))
+
+    result = tune_condensation(lambda p: selection_score(summary(CondensationThresholds(**p))))
+    scale = response_scale(summary(CondensationThresholds(**result.best)))
+    return {"thresholds": {**result.best, "energy_scale": scale}, "grid": result.as_dict()}
 
 
 def _outputs(e: PreparedEvent) -> list[np.ndarray]:

@@ -9,6 +9,7 @@ until the best point is interior or the bound is reached (then it is reported as
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -97,6 +98,13 @@ FRAGMENT_AXES = [
 ]
 """The second stage's steps against fragments, tuned with t_d again (on the first stage's
 values): they work at its scale."""
+
+
+def response_scale(summary: dict[str, Any]) -> float:
+    """The ``energy_scale`` that brings a clustering's median response (showers above 20 GeV,
+    ``recoserve.metrics.showers``) to 1; 1 when nothing was matched."""
+    median = summary["response_median"]
+    return 1.0 / median if median > 0 and math.isfinite(median) else 1.0
 
 
 def tune_condensation(score: Callable[[dict[str, float]], float]) -> GridResult:

@@ -4,7 +4,8 @@ Seeds are hits with beta > t_beta, taken in descending beta (ties by hit index, 
 is deterministic). Each seed that is not yet claimed opens a cluster and claims every unclaimed
 hit within t_d of it in the clustering space; what no seed claims is noise (-1). A KD-tree makes
 this O(N log N). Cluster properties are read at the seed (the condensation point): corrected
-energy = energy factor x sum of the cluster's hit energies, position, time, class, beta.
+energy = energy factor x sum of the cluster's hit energies (x ``energy_scale``, a calibration
+fit on validation events), position, time, class, beta.
 
 Two optional steps against fragments, both in units of t_d and off at their defaults:
 
@@ -43,6 +44,9 @@ class CondensationThresholds:
     t_d: float = 0.5
     seed_spacing: float = 1.0  # x t_d: no seed this close to an earlier one (1: only claimed)
     attach: float = 0.0  # x t_d: unclaimed hits join the nearest seed this close (0: none)
+    # x every cluster's energy: fit on validation events so that the median response of
+    # matched showers above 20 GeV is 1, as CLUE's energies are calibrated
+    energy_scale: float = 1.0
 
     def as_params(self) -> dict[str, str]:
         """As Triton model-config parameters (strings)."""
@@ -130,7 +134,7 @@ def condense(
     prob = _softmax(np.asarray(class_logits, dtype=np.float64)[seed_idx]) if k else np.zeros((0, 3))
     return Clusters(
         hit_cluster=hit_cluster,
-        energy=(raw * energy_factor[seed_idx]).astype(np.float32),
+        energy=(raw * energy_factor[seed_idx] * thresholds.energy_scale).astype(np.float32),
         raw_energy=raw.astype(np.float32),
         x=np.asarray(position)[seed_idx, 0].astype(np.float32),
         y=np.asarray(position)[seed_idx, 1].astype(np.float32),

@@ -201,19 +201,20 @@ def tune_thresholds(
     model: GravNetOC, events: list[Event], device: torch.device | None = None
 ) -> tuple[CondensationThresholds, list[dict[str, Any]]]:
     """The condensation thresholds maximising ``selection_score`` on validation events
-    (``tune_condensation``: grids grown until their best points are inside)."""
+    (``tune_condensation``: grids grown until their best points are inside), with the energy
+    scale that makes the median response 1 at them."""
     from recoserve.metrics.showers import selection_score, summarize_clustering
-    from recoserve.metrics.tuning import tune_condensation
+    from recoserve.metrics.tuning import response_scale, tune_condensation
 
     outputs = [(event, predict(model, event, device)) for event in events]
 
-    def score(point: dict[str, float]) -> float:
-        clustered = _cluster_all(outputs, CondensationThresholds(**point))
-        summary = summarize_clustering([(e, c.hit_cluster, c.energy) for e, c in clustered])
-        return selection_score(summary)
+    def summary(t: CondensationThresholds) -> dict[str, Any]:
+        clustered = _cluster_all(outputs, t)
+        return summarize_clustering([(e, c.hit_cluster, c.energy) for e, c in clustered])
 
-    result = tune_condensation(score)
-    return CondensationThresholds(**result.best), result.points
+    result = tune_condensation(lambda p: selection_score(summary(CondensationThresholds(**p))))
+    best = CondensationThresholds(**result.best)
+    return replace(best, energy_scale=response_scale(summary(best))), result.points
 
 
 def train_clustering(
