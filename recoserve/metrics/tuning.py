@@ -108,10 +108,10 @@ def response_scale(summary: dict[str, Any]) -> float:
 
 
 def tune_condensation(score: Callable[[dict[str, float]], float]) -> GridResult:
-    """All the condensation thresholds, in two grids (one over all four would cost 12x the
-    first): (t_beta, t_d) with the fragment steps off, then (t_d, seed_spacing, attach) at
-    that t_beta. The second grid holds the first's best point, so the result never scores
-    below it."""
+    """The condensation thresholds (all but ``energy_scale``, fit afterwards at them: see
+    ``response_scale``), in two grids (one over all four would cost 12x the first):
+    (t_beta, t_d) with the fragment steps off, then (t_d, seed_spacing, attach) at that t_beta.
+    The second grid holds the first's best point, so the result never scores below it."""
     off = {"seed_spacing": 1.0, "attach": 0.0}
     first = grid_search(lambda p: score({**p, **off}), CONDENSATION_AXES)
     t_beta = {"t_beta": first.best["t_beta"]}
