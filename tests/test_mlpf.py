@@ -208,6 +208,26 @@ def test_training_elements_come_from_several_clusterings_of_a_mix_of_events() ->
         prepare_elements(1, "validation", workers=1, sources=("oracle",))
 
 
+def test_elements_are_cached_per_source_and_only_a_changed_source_is_prepared_again(
+    tmp_path: Path,
+) -> None:
+    from recoserve.train.mlpf import element_dataset, prepare_elements
+
+    sources = ("network", "clue")
+    basis = {"gun": {"network": {"weights": "a"}, "clue": {"dc_3d": 3.5}}}
+    first = element_dataset(tmp_path, "validation", {"gun": 2}, basis, 1, sources)
+    fresh = prepare_elements(2, "validation", workers=1, samples=("gun",), sources=sources)
+    for key in ("elements", "target_class", "target_regression", "offsets"):
+        np.testing.assert_array_equal(getattr(first, key), getattr(fresh, key))
+    files = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    assert len(files) == 2  # one per source
+    renamed = {"gun": {**basis["gun"], "network": {"weights": "b"}}}
+    again = element_dataset(tmp_path, "validation", {"gun": 2}, renamed, 1, sources)
+    np.testing.assert_array_equal(again.elements, first.elements)
+    now = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    assert len(now) == 3 and all(now[name] == files[name] for name in files)  # clue's kept
+
+
 def test_mlpf_training_resumes_where_it_stopped(tmp_path: Path) -> None:
     """Two short runs with the same output: the second continues the step count, the
     learning curve and the optimiser state; the elements are prepared once."""

@@ -13,8 +13,9 @@ what the served MLPF was trained on.
 
 Training is resumable like the clustering network's, with the same loop
 (``recoserve.train.loop.ResumableRun``): a cosine over ``max_steps`` steps, the whole state in
-``<output>.state.pt`` every few minutes. Prepared elements are cached per split, sample and
-``clustering_basis`` (checkpoint, tuned thresholds, CLUE's parameters).
+``<output>.state.pt`` every few minutes. Prepared elements are cached per split, sample, cluster
+source and that source's ``clustering_basis`` (network weights and tuned thresholds, CLUE's
+parameters and calibration).
 
 Loss per element: cross entropy over the six classes, plus, for elements with a particle, a
 Huber loss on log(pt), log(E), eta, sin phi and cos phi.
@@ -93,6 +94,26 @@ class ElementSet:
             target_regression=np.concatenate([p.target_regression for p in parts]),
             offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
         )
+
+    def select(self, examples: np.ndarray) -> ElementSet:
+        """The given examples (events), in that order."""
+        rows = [np.arange(self.offsets[i], self.offsets[i + 1]) for i in examples]
+        index = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        sizes = np.diff(self.offsets)[examples]
+        return ElementSet(
+            elements=self.elements[index],
+            target_class=self.target_class[index],
+            target_regression=self.target_regression[index],
+            offsets=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+        )
+
+    @classmethod
+    def interleave(cls, parts: list[ElementSet]) -> ElementSet:
+        """Example i of every part, then example i + 1 of every part, ... (parts of equal
+        length: one per cluster source of the same events)."""
+        n = len(parts[0])
+        order = (np.arange(n)[:, None] + n * np.arange(len(parts))[None, :]).ravel()
+        return cls.concatenate(parts).select(order)
 
     @classmethod
     def load(cls, path: Path) -> ElementSet:
@@ -204,43 +225,37 @@ def element_dataset(
     workers: int = 2,
     sources: tuple[str, ...] = ("network",),
 ) -> ElementSet:
-    """The element set of this split, mix and sources: each sample's part loaded from
-    ``data_dir`` or prepared and written there (one file per sample, count, sources and that
-    sample's ``clustering_basis``), so a mix that adds a sample prepares only that sample, and
-    a changed clustering never reuses another's elements."""
-    return ElementSet.concatenate(
-        [
-            _sample_elements(data_dir, split, sample, n, basis[sample], workers, sources)
-            for sample, n in n_events.items()
-        ]
-    )
+    """The element set of this split, mix and sources (per event, one example per source in
+    ``sources`` order). Each sample's examples of each source are cached in ``data_dir``, one
+    file per split, sample, count, source and that source's ``clustering_basis``: a mix that
+    adds a sample prepares only it, and a new clustering network re-prepares only the
+    network's examples."""
+    parts = []
+    for sample, n in n_events.items():
+        paths = {
+            src: source_cache_path(data_dir, split, sample, n, src, basis[sample][src])
+            for src in sources
+        }
+        cached = {src: ElementSet.load(path) for src, path in paths.items() if path.exists()}
+        cached = {src: data for src, data in cached.items() if len(data) == n}
+        missing = tuple(src for src in sources if src not in cached)
+        if missing:
+            fresh = prepare_elements(
+                {sample: n}, split, workers, samples=(sample,), sources=missing
+            )
+            for j, src in enumerate(missing):
+                cached[src] = fresh.select(np.arange(j, len(fresh), len(missing)))
+                cached[src].save(paths[src])
+        parts.append(ElementSet.interleave([cached[src] for src in sources]))
+    return ElementSet.concatenate(parts)
 
 
-def sample_cache_path(
-    data_dir: Path, split: str, sample: str, n: int, basis: Any, sources: tuple[str, ...]
+def source_cache_path(
+    data_dir: Path, split: str, sample: str, n: int, source: str, basis: Any
 ) -> Path:
-    """Where one sample's prepared elements are cached."""
+    """Where one sample's examples of one cluster source are cached."""
     digest = hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:12]
-    return data_dir / f"{split}-{sample}{n}-{'+'.join(sources)}-{digest}.npz"
-
-
-def _sample_elements(
-    data_dir: Path,
-    split: str,
-    sample: str,
-    n: int,
-    basis: Any,
-    workers: int,
-    sources: tuple[str, ...],
-) -> ElementSet:
-    path = sample_cache_path(data_dir, split, sample, n, basis, sources)
-    if path.exists():
-        data = ElementSet.load(path)
-        if len(data) == n * len(sources):
-            return data
-    data = prepare_elements({sample: n}, split, workers, samples=(sample,), sources=sources)
-    data.save(path)
-    return data
+    return data_dir / f"{split}-{sample}{n}-{source}-{digest}.npz"
 
 
 @dataclass(frozen=True)
