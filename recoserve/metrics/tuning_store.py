@@ -12,8 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from recoserve.postprocess.condensation import CondensationThresholds
-
 CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
 
 
@@ -48,6 +46,9 @@ def current_tuning(tuning: dict[str, Any], score: str, weights_sha256: str | Non
 def current_network_tuning(tuning: dict[str, Any], score: str, weights_sha256: str) -> bool:
     """``current_tuning`` for the network, with every condensation threshold tuned (a tuning
     made before a threshold existed is redone)."""
+    # Imported here: the CLI imports this module, and the light client has no scipy.
+    from recoserve.postprocess.condensation import CondensationThresholds
+
     tuned = set(tuning.get("thresholds", {}))
     every = {f.name for f in fields(CondensationThresholds)}
     return current_tuning(tuning, score, weights_sha256) and tuned == every
