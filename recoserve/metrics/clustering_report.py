@@ -60,7 +60,7 @@ from recoserve.metrics.showers import (
     summarize_tables,
     truth_table,
 )
-from recoserve.metrics.tuning import Axis, grid_search, response_scale, tune_condensation
+from recoserve.metrics.tuning import Axis, grid_search, tune_condensation
 from recoserve.metrics.tuning_store import (
     TuningStore,
     current_network_tuning,
@@ -184,14 +184,13 @@ def _clue_params(point: dict[str, float]) -> ClueParams:
 
 
 def tune_network(prepared: Sequence[PreparedEvent]) -> dict[str, Any]:
-    """The condensation thresholds (``tune_condensation``), then the energy scale at them."""
+    """The condensation parameters (``tune_condensation``) and their grid."""
 
     def summary(t: CondensationThresholds) -> dict[str, Any]:
         return _score_of(prepared, lambda e: _condense(_outputs(e), e.hit_energy, t))
 
-    result = tune_condensation(lambda p: selection_score(summary(CondensationThresholds(**p))))
-    scale = response_scale(summary(CondensationThresholds(**result.best)))
-    return {"thresholds": {**result.best, "energy_scale": scale}, "grid": result.as_dict()}
+    best, grid = tune_condensation(summary)
+    return {"thresholds": asdict(best), "grid": grid.as_dict()}
 
 
 def _outputs(e: PreparedEvent) -> list[np.ndarray]:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+
+from recoserve.postprocess.condensation import CondensationThresholds
 
 
 @dataclass(frozen=True)
@@ -107,19 +109,31 @@ def response_scale(summary: dict[str, Any]) -> float:
     return 1.0 / median if median > 0 and math.isfinite(median) else 1.0
 
 
-def tune_condensation(score: Callable[[dict[str, float]], float]) -> GridResult:
-    """The condensation thresholds (all but ``energy_scale``, fit afterwards at them: see
-    ``response_scale``), in two grids (one over all four would cost 12x the first):
-    (t_beta, t_d) with the fragment steps off, then (t_d, seed_spacing, attach) at that t_beta.
-    The second grid holds the first's best point, so the result never scores below it."""
+def tune_condensation(
+    summary: Callable[[CondensationThresholds], dict[str, Any]],
+) -> tuple[CondensationThresholds, GridResult]:
+    """The condensation parameters maximising ``selection_score`` of a clustering's
+    ``summary`` (``recoserve.metrics.showers``) on validation events, and the grid behind them.
+
+    Two grids (one over all four thresholds would cost 12x the first): (t_beta, t_d) with the
+    fragment steps off, then (t_d, seed_spacing, attach) at that t_beta; the second holds the
+    first's best point, so the result never scores below it. Then ``energy_scale`` is fit at
+    the chosen point (``response_scale``)."""
+    from recoserve.metrics.showers import selection_score
+
+    def score(point: dict[str, float]) -> float:
+        return selection_score(summary(CondensationThresholds(**point)))
+
     off = {"seed_spacing": 1.0, "attach": 0.0}
     first = grid_search(lambda p: score({**p, **off}), CONDENSATION_AXES)
     t_beta = {"t_beta": first.best["t_beta"]}
     t_d = Axis("t_d", tuple(sorted({p["t_d"] for p in first.points})), lower=0.05)
     second = grid_search(lambda p: score({**t_beta, **p}), [t_d, *FRAGMENT_AXES])
-    return GridResult(
+    grid = GridResult(
         best={**t_beta, **second.best},
         best_score=second.best_score,
         points=[{**p, **off} for p in first.points] + [{**t_beta, **p} for p in second.points],
         interior={**first.interior, **second.interior},
     )
+    best = CondensationThresholds(**grid.best)
+    return replace(best, energy_scale=response_scale(summary(best))), grid

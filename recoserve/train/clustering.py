@@ -203,8 +203,8 @@ def tune_thresholds(
     """The condensation thresholds maximising ``selection_score`` on validation events
     (``tune_condensation``: grids grown until their best points are inside), with the energy
     scale that makes the median response 1 at them."""
-    from recoserve.metrics.showers import selection_score, summarize_clustering
-    from recoserve.metrics.tuning import response_scale, tune_condensation
+    from recoserve.metrics.showers import summarize_clustering
+    from recoserve.metrics.tuning import tune_condensation
 
     outputs = [(event, predict(model, event, device)) for event in events]
 
@@ -212,9 +212,8 @@ def tune_thresholds(
         clustered = _cluster_all(outputs, t)
         return summarize_clustering([(e, c.hit_cluster, c.energy) for e, c in clustered])
 
-    result = tune_condensation(lambda p: selection_score(summary(CondensationThresholds(**p))))
-    best = CondensationThresholds(**result.best)
-    return replace(best, energy_scale=response_scale(summary(best))), result.points
+    best, grid = tune_condensation(summary)
+    return best, grid.points
 
 
 def train_clustering(
