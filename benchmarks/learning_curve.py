@@ -32,6 +32,9 @@ NEW_DESIGN = RUNS / "training-new-design" / "gravnet_oc"  # current design, per-
 # From `training` at step 4,500: the beta term weighted by energy; and crops of large endcaps.
 BETA_ENERGY = RUNS / "beta-energy" / "gravnet_oc"
 CROPS = RUNS / "crops" / "gravnet_oc"
+# From the served weights (beta-energy, step 5,701), same loss: jets; jets + pileup-140 crops.
+JETS_FOCUS = RUNS / "jets-focus" / "gravnet_oc"
+JETS_PILEUP = RUNS / "jets-pileup" / "gravnet_oc"
 
 
 def load_history(base: Path) -> list[dict[str, Any]]:
@@ -61,13 +64,16 @@ def main() -> None:
         "--json", type=Path, default=ROOT / "docs" / "results" / "learning_curve.json"
     )
     args = parser.parse_args()
-    kept = [FIRST_DESIGN, PER_OBJECT_RUN, TRAINING, NEW_DESIGN, BETA_ENERGY, CROPS]
+    kept = [
+        FIRST_DESIGN, PER_OBJECT_RUN, TRAINING, NEW_DESIGN, BETA_ENERGY, CROPS, JETS_FOCUS,
+        JETS_PILEUP,
+    ]  # fmt: skip
     runs = args.run or [r for r in kept if r.with_suffix(".state.pt").exists()]
     histories = {run.parent.name: load_history(run) for run in runs}
     mplhep.style.use("CMS")
     fig, (ax_loss, ax_eff, ax_fake) = plt.subplots(1, 3, figsize=(27, 8))
     for (label, history), marker in zip(
-        histories.items(), ("o-", "s--", "^-.", "d:", "v-", "P--"), strict=False
+        histories.items(), ("o-", "s--", "^-.", "d:", "v-", "P--", "X-", "*--"), strict=False
     ):
         x = [samples(r) for r in history]
         ax_loss.plot(x, [r["validation_loss"] for r in history], marker, label=label)
