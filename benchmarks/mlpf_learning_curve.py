@@ -34,7 +34,7 @@ RUNS = {
         SERVED_UNTIL_2026_12_01 + 11_258 * 16,
         "tab:green",
     ),
-    "+ 6,000 jet events (not yet evaluated)": (
+    "+ 6,000 jet events (evaluated, not served)": (
         MLPF / "more-jets",
         SERVED_UNTIL_2026_12_01 + (11_258 + 8_000) * 16,
         "tab:red",
