@@ -35,6 +35,8 @@ CROPS = RUNS / "crops" / "gravnet_oc"
 # From the served weights (beta-energy, step 5,701), same loss: jets; jets + pileup-140 crops.
 JETS_FOCUS = RUNS / "jets-focus" / "gravnet_oc"
 JETS_PILEUP = RUNS / "jets-pileup" / "gravnet_oc"
+# From jets-focus's best weights, same loss: jets, gun and dense gun, endcaps cropped to 6,000 hits.
+JETS_GUN_DENSE = RUNS / "jets-gun-dense" / "gravnet_oc"
 
 
 def load_history(base: Path) -> list[dict[str, Any]]:
@@ -66,14 +68,14 @@ def main() -> None:
     args = parser.parse_args()
     kept = [
         FIRST_DESIGN, PER_OBJECT_RUN, TRAINING, NEW_DESIGN, BETA_ENERGY, CROPS, JETS_FOCUS,
-        JETS_PILEUP,
+        JETS_PILEUP, JETS_GUN_DENSE,
     ]  # fmt: skip
     runs = args.run or [r for r in kept if r.with_suffix(".state.pt").exists()]
     histories = {run.parent.name: load_history(run) for run in runs}
     mplhep.style.use("CMS")
     fig, (ax_loss, ax_eff, ax_fake) = plt.subplots(1, 3, figsize=(27, 8))
     for (label, history), marker in zip(
-        histories.items(), ("o-", "s--", "^-.", "d:", "v-", "P--", "X-", "*--"), strict=False
+        histories.items(), ("o-", "s--", "^-.", "d:", "v-", "P--", "X-", "*--", "h-."), strict=False
     ):
         x = [samples(r) for r in history]
         ax_loss.plot(x, [r["validation_loss"] for r in history], marker, label=label)
