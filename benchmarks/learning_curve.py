@@ -10,6 +10,7 @@ docs/results/learning_curve.json)
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -74,9 +75,9 @@ def main() -> None:
     histories = {run.parent.name: load_history(run) for run in runs}
     mplhep.style.use("CMS")
     fig, (ax_loss, ax_eff, ax_fake) = plt.subplots(1, 3, figsize=(27, 8))
-    for (label, history), marker in zip(
-        histories.items(), ("o-", "s--", "^-.", "d:", "v-", "P--", "X-", "*--", "h-."), strict=False
-    ):
+    # Cycled, so that a run added to `kept` is never dropped for want of a marker.
+    markers = itertools.cycle(("o-", "s--", "^-.", "d:", "v-", "P--", "X-", "*--", "h-."))
+    for (label, history), marker in zip(histories.items(), markers, strict=False):
         x = [samples(r) for r in history]
         ax_loss.plot(x, [r["validation_loss"] for r in history], marker, label=label)
         classes = sorted(
