@@ -657,7 +657,8 @@ def _report_export(report: dict[str, Any], output_dir: Path, unit: str) -> None:
             f"{check['rows']:>6} {unit}: "
             f"|torchscript - eager| {check['torchscript_max_abs_diff']:.1e}, "
             f"|onnx - eager| {check['onnx_max_abs_diff']:.1e} "
-            f"(scaled: {check['onnx_max_scaled_diff']:.1e})"
+            f"(scaled: {check['onnx_max_scaled_diff']:.1e}); against float64, scaled: eager "
+            f"{check['eager_max_scaled_error']:.1e}, onnx adds {check['onnx_excess_error']:.1e}"
         )
     console.print(f"wrote {report['torchscript']} and {report['onnx']}")
 

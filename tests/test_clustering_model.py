@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from recoserve.export.clustering import PARITY_TOLERANCE, export_clustering
+from recoserve.export.network import check_parity, parity_checks
 from recoserve.inprocess import ClusteringPipeline
 from recoserve.metrics.showers import summarize_clustering
 from recoserve.metrics.tuning_store import file_sha256
@@ -60,8 +61,23 @@ def test_exports_match_eager_on_fresh_events(exported: dict[str, object]) -> Non
     checks = exported["parity"]
     assert isinstance(checks, list) and len(checks) == 4
     assert {c["rows"] > 0 for c in checks} == {True}
-    assert float(exported["max_scaled_diff"]) <= PARITY_TOLERANCE  # type: ignore[arg-type]
+    assert float(exported["max_excess_error"]) <= PARITY_TOLERANCE  # type: ignore[arg-type]
     assert Path(str(exported["onnx"])).stat().st_size > 10_000
+
+
+def test_parity_refuses_an_export_of_another_function(exported: dict[str, object]) -> None:
+    """The exports checked against a network whose beta head's bias moved by 0.01 (as a wrong
+    constant or a lost op would move it): float32's own error is granted, this is not."""
+    model, _, _ = load_clustering()
+    with torch.no_grad():
+        model.beta_head.bias.add_(0.01)
+    hits = Simulator(SimConfig(gun=GunConfig(n_particles=10))).event(FRESH_SEED, 1).hits.features()
+    checks = parity_checks(
+        model, Path(str(exported["torchscript"])), Path(str(exported["onnx"])), [hits]
+    )
+    assert checks[0]["onnx_excess_error"] > PARITY_TOLERANCE
+    with pytest.raises(RuntimeError, match="export parity failed"):
+        check_parity(checks)
 
 
 def test_backends_give_identical_clusters(exported: dict[str, object]) -> None:

@@ -304,6 +304,7 @@ class _SharedMemory:
         self.unreleased: list[str] = []  # names the server refused to unregister (still in use)
 
     def ensure(self, size: int) -> None:
+        self.release_pending()
         if size <= self.size:
             return
         self.close()
@@ -328,6 +329,13 @@ class _SharedMemory:
         self.unreleased = [name for name in self.unreleased + names if not self._unregister(name)]
         self.regions = {}
         self.size = 0
+
+    def release_pending(self) -> None:
+        """Unregister again the names the server still held when they were given up: it
+        releases a request's regions asynchronously, so a refusal just after answering is
+        normal and the next request's retry succeeds."""
+        if self.unreleased:
+            self.unreleased = [name for name in self.unreleased if not self._unregister(name)]
 
     def _unregister(self, name: str) -> bool:
         try:
@@ -366,10 +374,17 @@ class _RegionPool:
         with self.lock:
             return sum(1 for pair in self.pairs if pair.regions)
 
-    def close(self) -> None:
+    def close(self, grace: float = 2.0) -> None:
+        """Unregister every pair; names the server still holds are retried for up to
+        ``grace`` seconds, so that a closed client leaves no region registered."""
         with self.lock:
             for pair in self.pairs:
                 pair.close()
+            deadline = time.monotonic() + grace
+            while any(p.unreleased for p in self.pairs) and time.monotonic() < deadline:
+                time.sleep(0.05)
+                for pair in self.pairs:
+                    pair.release_pending()
             self.pairs, self.free = [], []
 
 

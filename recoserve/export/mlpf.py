@@ -48,7 +48,7 @@ def export_mlpf(
         "torchscript": str(ts_path),
         "onnx": str(onnx_path),
         "parity": checks,
-        "max_scaled_diff": check_parity(checks),
+        "max_excess_error": check_parity(checks),
         "tolerance": PARITY_TOLERANCE,
         "checkpoint_info": info,
     }

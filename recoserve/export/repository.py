@@ -171,7 +171,7 @@ def build_repository(
         "mlpf", mlpf_checkpoint, output / "mlpf" / version, parity
     )
     checked = (
-        {"clustering_max_scaled_diff": clustering_diff, "mlpf_max_scaled_diff": mlpf_diff}
+        {"clustering_parity_excess_error": clustering_diff, "mlpf_parity_excess_error": mlpf_diff}
         if parity
         else {}
     )
@@ -232,7 +232,7 @@ def export_served_network(
             export = export_clustering if name == "gravnet_oc" else export_mlpf
             report = export(checkpoint, Path(tmp), names=(inputs, outputs))
             shutil.move(str(report["onnx"]), folder / "model.onnx")
-        worst = report["max_scaled_diff"]
+        worst = report["max_excess_error"]
         info = report["checkpoint_info"]
         assert isinstance(worst, float) and isinstance(info, dict)
         return worst, info

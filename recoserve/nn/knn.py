@@ -39,6 +39,7 @@ def sort_order(hits: Tensor, segment: Tensor) -> Tensor:
     The key is unique (the row number breaks ties), so the order is the same in every backend.
     TorchScript cannot read module globals: the constants above appear as literals.
     """
+    hits = hits.to(torch.float32)  # float32 keys even in the float64 parity reference
     bits = 10
     row_bits = 20
     top = float((1 << bits) - 1)
@@ -66,6 +67,7 @@ def face_order(hits: Tensor, segment: Tensor) -> Tensor:
     """Permutation sorting hits by (segment, endcap, 2-D Morton code of the face-projected
     position in 1 cm cells, |z| in 1 cm steps, row): a unique key, the same in every backend.
     Bits: segment 13, endcap 1, Morton 18, depth 8, row 20 (60 in all)."""
+    hits = hits.to(torch.float32)  # float32 keys even in the float64 parity reference
     abs_z = torch.clamp(hits[:, 2].abs(), min=1.0)
     scale_to_face = 320.0 / abs_z
     qx = torch.clamp(hits[:, 0] * scale_to_face + 170.0, 0.0, 511.0).to(torch.int64)
